@@ -1,0 +1,9 @@
+//! DrumVAE: a hierarchical MusicVAE on the GrooVAE drum grid, trained offline and played live as a
+//! tempo-locked MIDI generator plugin.
+
+pub mod atomic_file;
+pub mod dataset;
+pub mod groove;
+pub mod midi_file;
+
+pub use groove::{Cell, Pattern, Voice};
