@@ -259,11 +259,9 @@ impl Pattern {
         Ok(p)
     }
 
-    /// A text grid: one row per voice (empty voices left out unless `all_voices`), one column per
-    /// step with a bar line every 16 steps. A hit is a velocity glyph (`.` soft, `o` medium,
-    /// `O` loud, `X` accent); a `<` or `>` after a bar's last column marks nothing, but a hit whose
-    /// offset is beyond a quarter step is shown with `<` (early) or `>` (late) instead of the glyph's
-    /// lower-case twin so the feel is visible at a glance.
+    /// A text grid: one row per voice (voices that never play are left out unless
+    /// `all_voices`), one column per step, a bar line every 16 steps. Each cell is drawn with
+    /// [`cell_glyph`], so both dynamics and feel are visible at a glance.
     pub fn to_text_grid(&self, all_voices: bool) -> String {
         let mut s = String::new();
         s.push_str("    ");

@@ -164,7 +164,8 @@ pub struct Performance {
     pub tempo: TempoMap,
     /// `(tick, numerator, denominator)` time signature events, sorted by tick.
     pub time_signatures: Vec<(u64, u8, u32)>,
-    /// Tick of the last channel event (notes on and off, controllers, ...): the performance's end.
+    /// Tick of the last event of any kind (notes, controllers, end of track): the performance's
+    /// end. Counting the end-of-track event lets a file that ends in rests keep its length.
     pub end_tick: u64,
 }
 
@@ -177,6 +178,9 @@ pub fn read_file(path: &Path) -> Result<Performance, MidiError> {
 
 /// Parses `.mid` bytes; `label` names them in errors. Never panics, whatever the bytes.
 pub fn parse(bytes: &[u8], label: &str) -> Result<Performance, MidiError> {
+    if declares_smpte_timing(bytes) {
+        return Err(MidiError::new(label, MidiErrorKind::SmpteTiming));
+    }
     let smf = Smf::parse(bytes)
         .map_err(|e| MidiError::new(label, MidiErrorKind::Malformed(e.to_string())))?;
     let ticks_per_beat = match smf.header.timing {
@@ -211,9 +215,9 @@ pub fn parse(bytes: &[u8], label: &str) -> Result<Performance, MidiError> {
             if tick > max_tick {
                 return Err(too_long(tick));
             }
+            end_tick = end_tick.max(tick);
             match event.kind {
                 TrackEventKind::Midi { channel, message } => {
-                    end_tick = end_tick.max(tick);
                     if let MidiMessage::NoteOn { key, vel } = message
                         && vel.as_int() > 0
                     {
@@ -256,6 +260,18 @@ pub fn parse(bytes: &[u8], label: &str) -> Result<Performance, MidiError> {
         time_signatures,
         end_tick,
     })
+}
+
+/// Whether the header's division word has its top bit set (SMPTE timing). Checked before midly
+/// parses the header because midly 0.5.3 negates the frame-rate byte as an `i8`, which overflows
+/// (a panic in debug builds) for the byte 0x80. The header is searched for in the first bytes so
+/// that RIFF-wrapped (RMID) files are covered too.
+fn declares_smpte_timing(bytes: &[u8]) -> bool {
+    let head = &bytes[..bytes.len().min(64)];
+    head.windows(4)
+        .position(|w| w == b"MThd")
+        .and_then(|at| bytes.get(at + 12))
+        .is_some_and(|&division_high| division_high & 0x80 != 0)
 }
 
 /// A performance quantised to the 16th-note grid over its whole length.
@@ -423,8 +439,8 @@ pub fn write_patterns(patterns: &[Pattern], options: &WriteOptions) -> Vec<u8> {
                 if !cell.hit {
                     continue;
                 }
-                let step = (i * STEPS + s) as f64 + cell.offset as f64;
-                let tick = (step * ticks_per_step).round().max(0.0) as u64;
+                let step = (i * STEPS + s) as f64;
+                let tick = onset_tick(step, cell.offset as f64, ticks_per_step);
                 let velocity = (cell.velocity * 127.0).round().clamp(1.0, 127.0) as u8;
                 ons.push((tick, options.pitches[v].min(127), velocity));
             }
@@ -471,12 +487,30 @@ pub fn write_patterns(patterns: &[Pattern], options: &WriteOptions) -> Vec<u8> {
         });
         last = tick;
     }
-    drum_track.push(meta(0, MetaMessage::EndOfTrack));
+    // End the track at the last pattern's end (or the last note-off, if later), so a pattern
+    // that ends in rests keeps all its bars when read back.
+    let end = ((patterns.len() * STEPS) as f64 * ticks_per_step).round() as u64;
+    drum_track.push(meta(
+        end.saturating_sub(last) as u32,
+        MetaMessage::EndOfTrack,
+    ));
     let header = Header::new(Format::Parallel, Timing::Metrical(u15::new(tpb)));
     let mut out = Vec::new();
     midly::write_std(&header, [&tempo_track, &drum_track], &mut out)
         .expect("writing to a Vec cannot fail");
     out
+}
+
+/// The tick of an onset at grid `step` + `offset`, rounded to the nearest tick but kept inside the
+/// ticks that quantise back to `step` (rounding an offset of 0.499 up to the half-step boundary
+/// would move the hit to the next step when the file is read again). Never before tick 0.
+fn onset_tick(step: f64, offset: f64, ticks_per_step: f64) -> u64 {
+    let first = ((step - 0.5) * ticks_per_step).ceil();
+    let last = ((step + 0.5) * ticks_per_step).ceil() - 1.0;
+    ((step + offset) * ticks_per_step)
+        .round()
+        .clamp(first, last.max(first))
+        .max(0.0) as u64
 }
 
 fn meta(delta: u32, message: MetaMessage<'static>) -> TrackEvent<'static> {
