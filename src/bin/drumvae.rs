@@ -137,7 +137,7 @@ fn inspect(file: &std::path::Path, only: Option<usize>, all_voices: bool) -> Res
     performance.check_four_four(&file.display().to_string())?;
     let grid = performance.quantize();
     println!(
-        "{} bars, {} hits on the grid, {} windows of {BARS} bars (hop 1 bar)",
+        "{} bars, {} hits on the grid, {} window(s) of {BARS} bars (hop 1 bar)",
         grid.bars,
         grid.hit_count(),
         grid.window_count()
