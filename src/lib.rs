@@ -4,6 +4,9 @@
 pub mod atomic_file;
 pub mod dataset;
 pub mod groove;
+pub mod latent;
 pub mod midi_file;
+pub mod model;
+pub mod training;
 
 pub use groove::{Cell, Pattern, Voice};

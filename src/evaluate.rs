@@ -1,0 +1,306 @@
+//! Model evaluation on a set of windows: hit precision/recall/F1 and step accuracy (teacher-forced
+//! and sampled), velocity and micro-timing errors on true hits (in steps and milliseconds), KL and
+//! active latent units, and per-voice density of prior samples against the data. Runs on the CLI's
+//! thread (`drumvae evaluate`, and `train` at the end of a run).
+
+use std::fmt;
+
+use candle_core::{D, DType, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::Window;
+use crate::groove::{Pattern, STEPS, STEPS_PER_BEAT, VOICES, Voice};
+use crate::latent;
+use crate::model::decoder::DecodeOptions;
+use crate::model::{Vae, patterns_to_tensor};
+
+/// A latent dimension is "active" when the variance of its posterior mean across the data exceeds
+/// this (Burda et al., 2016): below it the dimension carries no information about the input.
+pub const ACTIVE_UNIT_THRESHOLD: f64 = 0.01;
+
+/// What to evaluate and how.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// Windows per forward pass.
+    pub batch_size: usize,
+    /// Patterns drawn from the prior N(0, I) for the density comparison.
+    pub prior_samples: usize,
+    /// Seed of the prior samples and their hit draws.
+    pub seed: u64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            batch_size: 256,
+            prior_samples: 256,
+            seed: 0,
+        }
+    }
+}
+
+/// Hit, velocity and timing accuracy of predicted patterns against the data.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Predicted hits that are real.
+    pub hit_precision: f64,
+    /// Real hits that were predicted.
+    pub hit_recall: f64,
+    /// Harmonic mean of the two.
+    pub hit_f1: f64,
+    /// Cells (step x voice) whose hit/rest is right.
+    pub cell_accuracy: f64,
+    /// Steps where all nine voices are right.
+    pub step_accuracy: f64,
+    /// Mean |velocity error| on true hits, in MIDI velocity / 127.
+    pub velocity_mae: f64,
+    /// Mean |offset error| on true hits, in steps.
+    pub offset_mae_steps: f64,
+    /// The same in milliseconds at each window's tempo.
+    pub offset_mae_ms: f64,
+}
+
+/// Everything `drumvae evaluate` reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub windows: usize,
+    /// Decoding from z = mu with the true previous step as input.
+    pub teacher_forced: Scores,
+    /// Decoding from z = mu autoregressively (temperature 0): what a user hears for an encoded file.
+    pub sampled: Scores,
+    /// Mean KL(q(z|x) || N(0, I)) per window, in nats.
+    pub kl_nats: f64,
+    /// Latent dimensions whose posterior mean varies across the data.
+    pub active_units: usize,
+    pub latent_size: usize,
+    /// Hits per step, per voice, in the data.
+    pub density_data: [f64; VOICES],
+    /// Hits per step, per voice, in patterns decoded from prior samples at temperature 1.
+    pub density_prior: [f64; VOICES],
+}
+
+#[derive(Default)]
+struct Tally {
+    tp: u64,
+    fp: u64,
+    fn_: u64,
+    cells_right: u64,
+    cells: u64,
+    steps_right: u64,
+    steps: u64,
+    velocity_error: f64,
+    offset_error: f64,
+    offset_error_ms: f64,
+    true_hits: u64,
+}
+
+impl Tally {
+    /// Scores one window. `hit`, `velocity`, `offset` are the prediction at (step, voice).
+    fn add(
+        &mut self,
+        truth: &Pattern,
+        bpm: f32,
+        hit: impl Fn(usize, usize) -> bool,
+        velocity: impl Fn(usize, usize) -> f32,
+        offset: impl Fn(usize, usize) -> f32,
+    ) {
+        let ms_per_step = 60_000.0 / (bpm.max(1.0) as f64 * STEPS_PER_BEAT as f64);
+        for step in 0..STEPS {
+            let mut all_right = true;
+            for v in 0..VOICES {
+                let t = truth.cells[step][v];
+                let p = hit(step, v);
+                match (t.hit, p) {
+                    (true, true) => self.tp += 1,
+                    (false, true) => self.fp += 1,
+                    (true, false) => self.fn_ += 1,
+                    (false, false) => {}
+                }
+                all_right &= t.hit == p;
+                self.cells_right += (t.hit == p) as u64;
+                if t.hit {
+                    self.true_hits += 1;
+                    self.velocity_error += (velocity(step, v) - t.velocity).abs() as f64;
+                    let e = (offset(step, v) - t.offset).abs() as f64;
+                    self.offset_error += e;
+                    self.offset_error_ms += e * ms_per_step;
+                }
+            }
+            self.cells += VOICES as u64;
+            self.steps += 1;
+            self.steps_right += all_right as u64;
+        }
+    }
+
+    fn scores(&self) -> Scores {
+        let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let precision = ratio(self.tp, self.tp + self.fp);
+        let recall = ratio(self.tp, self.tp + self.fn_);
+        let hits = self.true_hits.max(1) as f64;
+        Scores {
+            hit_precision: precision,
+            hit_recall: recall,
+            hit_f1: if precision + recall == 0.0 {
+                0.0
+            } else {
+                2.0 * precision * recall / (precision + recall)
+            },
+            cell_accuracy: ratio(self.cells_right, self.cells),
+            step_accuracy: ratio(self.steps_right, self.steps),
+            velocity_mae: self.velocity_error / hits,
+            offset_mae_steps: self.offset_error / hits,
+            offset_mae_ms: self.offset_error_ms / hits,
+        }
+    }
+}
+
+/// Evaluates `vae` on `windows`. `progress(done, total)` is called after each batch.
+pub fn evaluate(
+    vae: &Vae,
+    windows: &[Window],
+    options: &EvalOptions,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Evaluation> {
+    let model = vae.detach();
+    let latent_size = model.config.latent;
+    let mut teacher = Tally::default();
+    let mut sampled = Tally::default();
+    let mut kl_sum = 0.0f64;
+    let mut mu_sum = vec![0.0f64; latent_size];
+    let mut mu_sq = vec![0.0f64; latent_size];
+    let mut data_hits = [0u64; VOICES];
+    for (done, chunk) in windows.chunks(options.batch_size.max(1)).enumerate() {
+        let patterns: Vec<Pattern> = chunk.iter().map(|w| w.pattern).collect();
+        let x = patterns_to_tensor(&patterns, model.device())?;
+        let (mu, sigma) = model.encoder.forward(&x)?;
+        let kl = ((mu.sqr()? + sigma.sqr()? - 1.0)? - (sigma.log()? * 2.0)?)?
+            .sum(D::Minus1)?
+            .affine(0.5, 0.0)?;
+        kl_sum += kl.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        for row in mu.to_dtype(DType::F64)?.to_vec2::<f64>()? {
+            for (d, m) in row.into_iter().enumerate() {
+                mu_sum[d] += m;
+                mu_sq[d] += m * m;
+            }
+        }
+
+        let out = model.decoder.teacher_forced(&mu, &x)?;
+        let flat = |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_vec1::<f32>() };
+        let (logits, velocity, offset) =
+            (flat(&out.hit_logits)?, flat(&out.velocity)?, flat(&out.offset)?);
+        let decoded = model.decode(&mu, &DecodeOptions::default())?;
+        for (i, w) in chunk.iter().enumerate() {
+            let at = |s: usize, v: usize| (i * STEPS + s) * VOICES + v;
+            teacher.add(
+                &w.pattern,
+                w.bpm,
+                |s, v| logits[at(s, v)] > 0.0,
+                |s, v| velocity[at(s, v)],
+                |s, v| offset[at(s, v)],
+            );
+            let d = &decoded[i];
+            sampled.add(
+                &w.pattern,
+                w.bpm,
+                |s, v| d.cells[s][v].hit,
+                |s, v| d.cells[s][v].velocity,
+                |s, v| d.cells[s][v].offset,
+            );
+            for (v, n) in w.pattern.hits_per_voice().into_iter().enumerate() {
+                data_hits[v] += n as u64;
+            }
+        }
+        progress((done * options.batch_size + chunk.len()).min(windows.len()), windows.len());
+    }
+    let n = windows.len().max(1) as f64;
+    let active_units = (0..latent_size)
+        .filter(|&d| mu_sq[d] / n - (mu_sum[d] / n).powi(2) > ACTIVE_UNIT_THRESHOLD)
+        .count();
+    let density_prior = prior_density(&model, options)?;
+    let mut density_data = [0.0; VOICES];
+    for v in 0..VOICES {
+        density_data[v] = data_hits[v] as f64 / (n * STEPS as f64);
+    }
+    Ok(Evaluation {
+        windows: windows.len(),
+        teacher_forced: teacher.scores(),
+        sampled: sampled.scores(),
+        kl_nats: kl_sum / n,
+        active_units,
+        latent_size,
+        density_data,
+        density_prior,
+    })
+}
+
+/// Hits per step per voice of `prior_samples` patterns decoded from seeded N(0, I) draws.
+fn prior_density(model: &Vae, options: &EvalOptions) -> Result<[f64; VOICES]> {
+    let mut hits = [0u64; VOICES];
+    let n = options.prior_samples;
+    let latent_size = model.config.latent;
+    let mut done = 0;
+    while done < n {
+        let batch = options.batch_size.max(1).min(n - done);
+        let z: Vec<f32> = (0..batch)
+            .flat_map(|i| latent::seeded_z(options.seed.wrapping_add((done + i) as u64), latent_size))
+            .collect();
+        let z = Tensor::from_vec(z, (batch, latent_size), model.device())?;
+        let decode = DecodeOptions {
+            temperature: 1.0,
+            density: 0.0,
+            seed: options.seed.wrapping_add(done as u64),
+        };
+        for p in model.decode(&z, &decode)? {
+            for (v, c) in p.hits_per_voice().into_iter().enumerate() {
+                hits[v] += c as u64;
+            }
+        }
+        done += batch;
+    }
+    let mut density = [0.0; VOICES];
+    for v in 0..VOICES {
+        density[v] = hits[v] as f64 / (n.max(1) * STEPS) as f64;
+    }
+    Ok(density)
+}
+
+impl fmt::Display for Scores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "hit P {:.3} R {:.3} F1 {:.3} | cell acc {:.4} | step acc {:.3} | velocity MAE {:.3} | offset MAE {:.3} steps ({:.1} ms)",
+            self.hit_precision,
+            self.hit_recall,
+            self.hit_f1,
+            self.cell_accuracy,
+            self.step_accuracy,
+            self.velocity_mae,
+            self.offset_mae_steps,
+            self.offset_mae_ms
+        )
+    }
+}
+
+impl fmt::Display for Evaluation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "windows: {}", self.windows)?;
+        writeln!(f, "teacher-forced: {}", self.teacher_forced)?;
+        writeln!(f, "sampled (T=0):  {}", self.sampled)?;
+        writeln!(
+            f,
+            "KL {:.2} nats/window, active latent units {}/{}",
+            self.kl_nats, self.active_units, self.latent_size
+        )?;
+        writeln!(f, "hits per step    data   prior")?;
+        for v in Voice::ALL {
+            writeln!(
+                f,
+                "  {:<13} {:.4}  {:.4}",
+                v.name(),
+                self.density_data[v.index()],
+                self.density_prior[v.index()]
+            )?;
+        }
+        Ok(())
+    }
+}
