@@ -269,6 +269,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError + '_ {
     }
 }
 
+/// Files to load, and `(file, reason)` for those left out before parsing.
+pub type Listing = (Vec<SourceFile>, Vec<(String, String)>);
+
 /// A row of the GMD's `info.csv`.
 #[derive(Debug, Deserialize)]
 struct GmdRow {
@@ -282,10 +285,7 @@ struct GmdRow {
 
 /// Lists the source's files that pass `filter`. GMD rows not in 4/4 are returned in the second
 /// list with their reason, without being parsed.
-pub fn list_files(
-    source: &Source,
-    filter: &Filter,
-) -> Result<(Vec<SourceFile>, Vec<(String, String)>), DatasetError> {
+pub fn list_files(source: &Source, filter: &Filter) -> Result<Listing, DatasetError> {
     match source {
         Source::Gmd { root } => list_gmd(root, filter),
         Source::Folder {
@@ -319,10 +319,7 @@ pub fn list_files(
     }
 }
 
-fn list_gmd(
-    root: &Path,
-    filter: &Filter,
-) -> Result<(Vec<SourceFile>, Vec<(String, String)>), DatasetError> {
+fn list_gmd(root: &Path, filter: &Filter) -> Result<Listing, DatasetError> {
     let csv_path = root.join("info.csv");
     let csv_error = |message: String| DatasetError::Csv {
         path: csv_path.clone(),
@@ -483,9 +480,9 @@ impl Dataset {
         let key = cache_key(source, filter)?;
         let path = cache_dir.join(format!("{}.safetensors", cache_name(source)));
         if let Ok(bytes) = std::fs::read(&path) {
-            match decode_cache(&bytes, &key) {
-                Ok(Some(data)) => return Ok((data, CacheUse::Hit)),
-                Ok(None) | Err(_) => {} // stale or unreadable: rebuild below
+            // A stale or unreadable cache is rebuilt below.
+            if let Ok(Some(data)) = decode_cache(&bytes, &key) {
+                return Ok((data, CacheUse::Hit));
             }
         }
         let data = Dataset::load(source, filter, progress)?;

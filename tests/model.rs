@@ -468,11 +468,11 @@ fn learns_eight_gmd_windows_to_99_percent_hit_accuracy() {
     let loaded = start.elapsed();
 
     let cfg = Config {
-        encoder_hidden: 64,
+        encoder_hidden: 32,
         latent: 32,
         conductor_hidden: 64,
         conductor_layers: 1,
-        decoder_hidden: 128,
+        decoder_hidden: 96,
         decoder_layers: 1,
         beta: 0.0,
         ..Config::small()
