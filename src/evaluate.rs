@@ -173,7 +173,7 @@ pub fn evaluate(
         let patterns: Vec<Pattern> = chunk.iter().map(|w| w.pattern).collect();
         let x = patterns_to_tensor(&patterns, model.device())?;
         let (mu, sigma) = model.encoder.forward(&x)?;
-        let kl = ((mu.sqr()? + sigma.sqr()? - 1.0)? - (sigma.log()? * 2.0)?)?
+        let kl = (((mu.sqr()? + sigma.sqr()?)? - 1.0)? - (sigma.log()? * 2.0)?)?
             .sum(D::Minus1)?
             .affine(0.5, 0.0)?;
         kl_sum += kl.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -303,4 +303,28 @@ impl fmt::Display for Evaluation {
         }
         Ok(())
     }
+}
+
+/// Named points in latent space for the plugin's presets: for each GMD genre (the part of the
+/// `style` label before the slash, e.g. `rock`, `funk`, `jazz`), the mean posterior mean of its
+/// validation windows. Uses the validation split so that anchors reflect held-out playing.
+pub fn style_anchors(
+    vae: &Vae,
+    data: &crate::dataset::Dataset,
+) -> Result<std::collections::BTreeMap<String, Vec<f32>>> {
+    let mut by_genre: std::collections::BTreeMap<String, Vec<Pattern>> = Default::default();
+    for w in data.split(crate::dataset::Split::Validation) {
+        if let Some(genre) = data.file_of(w).genre() {
+            by_genre.entry(genre.to_string()).or_default().push(w.pattern);
+        }
+    }
+    let mut anchors = std::collections::BTreeMap::new();
+    for (genre, patterns) in by_genre {
+        let mut mus = Vec::new();
+        for chunk in patterns.chunks(256) {
+            mus.extend(vae.encode(chunk)?.to_vec2::<f32>()?);
+        }
+        anchors.insert(genre, latent::mean(&mus));
+    }
+    Ok(anchors)
 }

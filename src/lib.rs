@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod dataset;
+pub mod evaluate;
 pub mod groove;
 pub mod latent;
 pub mod midi_file;

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod plot;
 pub mod rng;
 pub mod schedule;
+pub mod trainer;
 
 pub use adam::{Adam, AdamConfig};
 pub use batches::{Batch, Batches, Remainder, gather_tensor, patterns_tensor};
