@@ -186,8 +186,11 @@ pub fn evaluate(
 
         let out = model.decoder.teacher_forced(&mu, &x)?;
         let flat = |t: &Tensor| -> Result<Vec<f32>> { t.flatten_all()?.to_vec1::<f32>() };
-        let (logits, velocity, offset) =
-            (flat(&out.hit_logits)?, flat(&out.velocity)?, flat(&out.offset)?);
+        let (logits, velocity, offset) = (
+            flat(&out.hit_logits)?,
+            flat(&out.velocity)?,
+            flat(&out.offset)?,
+        );
         let decoded = model.decode(&mu, &DecodeOptions::default())?;
         for (i, w) in chunk.iter().enumerate() {
             let at = |s: usize, v: usize| (i * STEPS + s) * VOICES + v;
@@ -210,7 +213,10 @@ pub fn evaluate(
                 data_hits[v] += n as u64;
             }
         }
-        progress((done * options.batch_size + chunk.len()).min(windows.len()), windows.len());
+        progress(
+            (done * options.batch_size + chunk.len()).min(windows.len()),
+            windows.len(),
+        );
     }
     let n = windows.len().max(1) as f64;
     let active_units = (0..latent_size)
@@ -242,7 +248,9 @@ fn prior_density(model: &Vae, options: &EvalOptions) -> Result<[f64; VOICES]> {
     while done < n {
         let batch = options.batch_size.max(1).min(n - done);
         let z: Vec<f32> = (0..batch)
-            .flat_map(|i| latent::seeded_z(options.seed.wrapping_add((done + i) as u64), latent_size))
+            .flat_map(|i| {
+                latent::seeded_z(options.seed.wrapping_add((done + i) as u64), latent_size)
+            })
             .collect();
         let z = Tensor::from_vec(z, (batch, latent_size), model.device())?;
         let decode = DecodeOptions {
@@ -315,7 +323,10 @@ pub fn style_anchors(
     let mut by_genre: std::collections::BTreeMap<String, Vec<Pattern>> = Default::default();
     for w in data.split(crate::dataset::Split::Validation) {
         if let Some(genre) = data.file_of(w).genre() {
-            by_genre.entry(genre.to_string()).or_default().push(w.pattern);
+            by_genre
+                .entry(genre.to_string())
+                .or_default()
+                .push(w.pattern);
         }
     }
     let mut anchors = std::collections::BTreeMap::new();

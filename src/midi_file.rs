@@ -181,6 +181,12 @@ pub fn parse(bytes: &[u8], label: &str) -> Result<Performance, MidiError> {
     if declares_smpte_timing(bytes) {
         return Err(MidiError::new(label, MidiErrorKind::SmpteTiming));
     }
+    if has_unparseable_header(bytes) {
+        return Err(MidiError::new(
+            label,
+            MidiErrorKind::Malformed("a second header chunk with an invalid frame rate".into()),
+        ));
+    }
     let smf = Smf::parse(bytes)
         .map_err(|e| MidiError::new(label, MidiErrorKind::Malformed(e.to_string())))?;
     let ticks_per_beat = match smf.header.timing {
@@ -272,6 +278,18 @@ fn declares_smpte_timing(bytes: &[u8]) -> bool {
         .position(|w| w == b"MThd")
         .and_then(|at| bytes.get(at + 12))
         .is_some_and(|&division_high| division_high & 0x80 != 0)
+}
+
+/// Whether any later `MThd` chunk carries the frame-rate byte 0x80 that midly cannot negate: midly
+/// parses every `MThd` chunk it meets among the tracks as a header (found by the fuzz target).
+/// A file with such a second header is malformed anyway. The scan is over raw bytes, so in the
+/// astronomically rare case that track data holds these bytes the file is refused, never a panic.
+fn has_unparseable_header(bytes: &[u8]) -> bool {
+    bytes
+        .windows(4)
+        .enumerate()
+        .skip(1)
+        .any(|(at, w)| w == b"MThd" && bytes.get(at + 12) == Some(&0x80))
 }
 
 /// A performance quantised to the 16th-note grid over its whole length.

@@ -167,3 +167,16 @@ fn smpte_frame_rate_byte_0x80_is_refused_not_overflowed() {
     let err = midi_file::parse(&smf(0, 0x8028, &[track]), "fps.mid").unwrap_err();
     assert!(matches!(err.kind, MidiErrorKind::SmpteTiming), "{err}");
 }
+
+#[test]
+fn a_second_header_chunk_with_frame_rate_0x80_is_refused_not_overflowed() {
+    // Found by the fuzz target after ~2 million runs: midly reads an `MThd` chunk among the
+    // tracks as a header and negates its frame-rate byte.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz_second_header.mid");
+    let err = midi_file::read_file(&path).unwrap_err();
+    assert!(matches!(err.kind, MidiErrorKind::Malformed(_)), "{err}");
+    let mut bytes = valid_file();
+    bytes.extend(b"MThd\0\0\0\x06\0\0\0\x01\x80\x28");
+    assert!(midi_file::parse(&bytes, "two.mid").is_err());
+}

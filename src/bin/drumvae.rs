@@ -1,14 +1,20 @@
 //! `drumvae`: the offline command-line tool. `inspect` shows a MIDI file as the model sees it;
-//! `dataset` reports what a folder of MIDI (or the Groove MIDI Dataset) yields for training.
+//! `dataset` reports what a folder of MIDI (or the Groove MIDI Dataset) yields for training;
+//! `evaluate` scores a model; `sample` and `morph` write the grooves a model makes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
 use drumvae::dataset::{BeatType, Dataset, Filter, Source, Split};
+use drumvae::evaluate::{self, EvalOptions};
 use drumvae::groove::BARS;
-use drumvae::midi_file;
+use drumvae::latent;
+use drumvae::midi_file::{self, WriteOptions};
+use drumvae::model::{self, Vae, decoder::DecodeOptions};
+use drumvae::{Pattern, dataset};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -62,9 +68,90 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Evaluate a model on a dataset split: hit precision/recall/F1 and step accuracy
+    /// (teacher-forced and sampled), velocity and timing errors, KL, active latent units, and the
+    /// density of prior samples against the data.
+    Evaluate {
+        /// The model file (.safetensors written by `train`).
+        model: PathBuf,
+        /// The Groove MIDI Dataset folder or a folder of .mid files (default: $DRUMVAE_GMD or
+        /// ../shared/data/groove).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Require DATA to be the GMD (with info.csv).
+        #[arg(long)]
+        gmd: bool,
+        /// train, validation, test, or all.
+        #[arg(long, default_value = "validation")]
+        split: String,
+        /// Seed of a plain folder's by-file split and of the prior samples.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Prior samples for the density check.
+        #[arg(long, default_value_t = 512)]
+        prior_samples: usize,
+        /// Print one machine-readable JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw grooves from the model's prior and write them to a .mid file, one after another.
+    Sample {
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// How many 4-bar grooves.
+        #[arg(long, default_value_t = 4)]
+        count: usize,
+        /// Seed of the latent points (groove i uses seed + i).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        shape: Shape,
+        /// Output .mid file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Morph from the groove of one MIDI file to another: encode both, walk the latent path in
+    /// equal steps (spherical interpolation) and write each decoded groove, one after another.
+    Morph {
+        /// The start groove (its first 4-bar window, or --window).
+        a: PathBuf,
+        /// The end groove.
+        b: PathBuf,
+        /// The model file.
+        #[arg(long)]
+        model: PathBuf,
+        /// Grooves along the path, both ends included.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Which 4-bar window of each file to use (1-based).
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+        #[command(flatten)]
+        shape: Shape,
+        /// Output .mid file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// How decoded grooves are shaped and written.
+#[derive(clap::Args)]
+struct Shape {
+    /// Hit sampling temperature (0 = the most likely hits, no randomness).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Added to every hit logit: positive = busier, negative = sparser.
+    #[arg(long, default_value_t = 0.0)]
+    density: f32,
+    /// Tempo written into the file.
+    #[arg(long, default_value_t = 120.0)]
+    bpm: f64,
 }
 
 fn main() -> ExitCode {
+    // SAFETY: first thing in main, before any thread is started.
+    unsafe { drumvae::model::device::configure_threads(None) };
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -127,7 +214,87 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Evaluate {
+            model,
+            data,
+            gmd,
+            split,
+            seed,
+            prior_samples,
+            json,
+        } => evaluate_command(&model, data, gmd, &split, seed, prior_samples, json),
+        Command::Sample {
+            model,
+            count,
+            seed,
+            shape,
+            out,
+        } => {
+            let vae = load_model(&model)?;
+            let latent = vae.config.latent;
+            let z: Vec<f32> = (0..count as u64)
+                .flat_map(|i| latent::seeded_z(seed.wrapping_add(i), latent))
+                .collect();
+            let z = Tensor::from_vec(z, (count, latent), &Device::Cpu)?;
+            let patterns = vae.decode(&z, &decode_options(&shape, seed))?;
+            write_grooves(&out, &patterns, &shape)
+        }
+        Command::Morph {
+            a,
+            b,
+            model,
+            steps,
+            window,
+            shape,
+            out,
+        } => {
+            anyhow::ensure!(steps >= 2, "--steps must be at least 2 (both ends)");
+            let vae = load_model(&model)?;
+            let ends = [window_of(&a, window)?, window_of(&b, window)?];
+            let mu = vae.encode(&ends)?.to_vec2::<f32>()?;
+            let z: Vec<f32> = (0..steps)
+                .flat_map(|i| latent::slerp(&mu[0], &mu[1], i as f32 / (steps - 1) as f32))
+                .collect();
+            let z = Tensor::from_vec(z, (steps, vae.config.latent), &Device::Cpu)?;
+            let patterns = vae.decode(&z, &decode_options(&shape, 0))?;
+            write_grooves(&out, &patterns, &shape)
+        }
     }
+}
+
+fn load_model(path: &std::path::Path) -> Result<Vae> {
+    let (vae, _) = model::file::load_file(path, &Device::Cpu)?;
+    Ok(vae)
+}
+
+fn decode_options(shape: &Shape, seed: u64) -> DecodeOptions {
+    DecodeOptions {
+        temperature: shape.temperature,
+        density: shape.density,
+        seed,
+    }
+}
+
+fn write_grooves(out: &std::path::Path, patterns: &[Pattern], shape: &Shape) -> Result<()> {
+    let options = WriteOptions {
+        bpm: shape.bpm,
+        ..WriteOptions::default()
+    };
+    midi_file::write_file(out, patterns, &options)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("wrote {} grooves to {}", patterns.len(), out.display());
+    Ok(())
+}
+
+fn window_of(path: &std::path::Path, window: usize) -> Result<Pattern> {
+    let grid = midi_file::read_grid(path)?;
+    anyhow::ensure!(
+        (1..=grid.window_count()).contains(&window),
+        "{}: window {window} does not exist (the file has {} windows of 4 bars)",
+        path.display(),
+        grid.window_count()
+    );
+    Ok(grid.pattern_at(window - 1))
 }
 
 fn inspect(file: &std::path::Path, only: Option<usize>, all_voices: bool) -> Result<()> {
@@ -171,6 +338,56 @@ fn inspect(file: &std::path::Path, only: Option<usize>, all_voices: bool) -> Res
             pattern.hit_count()
         );
         print!("{}", pattern.to_text_grid(all_voices));
+    }
+    Ok(())
+}
+
+fn evaluate_command(
+    model: &std::path::Path,
+    data: Option<PathBuf>,
+    gmd: bool,
+    split: &str,
+    seed: u64,
+    prior_samples: usize,
+    json: bool,
+) -> Result<()> {
+    let vae = load_model(model)?;
+    let root = data.unwrap_or_else(dataset::default_gmd_root);
+    let source = match Source::detect(root.clone()) {
+        Source::Folder { .. } if gmd => {
+            anyhow::bail!(
+                "{} has no info.csv: is it the Groove MIDI Dataset?",
+                root.display()
+            )
+        }
+        Source::Folder { root, .. } => Source::folder(root, seed),
+        g => g,
+    };
+    let splits = match split {
+        "all" => Vec::new(),
+        s => vec![s.parse::<Split>().map_err(anyhow::Error::msg)?],
+    };
+    let filter = Filter {
+        splits,
+        beat_type: None,
+    };
+    let data = Dataset::load(&source, &filter, |_, _| {})?;
+    anyhow::ensure!(!data.windows.is_empty(), "no windows in split {split}");
+    let bar = progress_bar("evaluating");
+    let options = EvalOptions {
+        prior_samples,
+        seed,
+        ..EvalOptions::default()
+    };
+    let eval = evaluate::evaluate(&vae, &data.windows, &options, |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&eval)?);
+    } else {
+        print!("{eval}");
     }
     Ok(())
 }

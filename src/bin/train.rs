@@ -108,26 +108,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    set_threads(args.threads);
+    // SAFETY: first thing in main, before any thread is started.
+    unsafe { drumvae::model::device::configure_threads(args.threads) };
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Candle reads its thread counts at the first tensor op, so this runs first thing in `main`.
-fn set_threads(threads: Option<usize>) {
-    // SAFETY: called at the top of main, before any other thread exists.
-    unsafe {
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            // Candle's elementwise pool spins while idle and starves gemm on small machines.
-            std::env::set_var("CANDLE_NUM_THREADS", "1");
-        }
-        if let Some(n) = threads {
-            std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
         }
     }
 }
@@ -169,7 +156,10 @@ fn source_from(args: &Args) -> Result<Source> {
         Source::folder(root, args.seed)
     } else if args.gmd {
         if !root.join("info.csv").is_file() {
-            bail!("{} has no info.csv: is it the Groove MIDI Dataset? (drop --gmd for a plain folder)", root.display());
+            bail!(
+                "{} has no info.csv: is it the Groove MIDI Dataset? (drop --gmd for a plain folder)",
+                root.display()
+            );
         }
         Source::Gmd { root }
     } else {
@@ -215,7 +205,11 @@ fn run(args: Args) -> Result<()> {
         loading.set_position(done as u64);
     })?;
     loading.finish_and_clear();
-    eprintln!("dataset ({used:?} cache in {}):\n{}", cache.display(), data.report);
+    eprintln!(
+        "dataset ({used:?} cache in {}):\n{}",
+        cache.display(),
+        data.report
+    );
     let windows = |split| -> Vec<_> { data.split(split).map(|w| w.pattern).collect() };
     let (train_set, validation_set) = (windows(Split::Train), windows(Split::Validation));
 
@@ -281,7 +275,11 @@ fn run(args: Args) -> Result<()> {
             Event::Epoch { row, verdict } => {
                 epoch_bar.finish_and_clear();
                 let val = row.val.map_or(f64::NAN, |v| v.total);
-                let mark = if verdict == Verdict::Improved { " (best)" } else { "" };
+                let mark = if verdict == Verdict::Improved {
+                    " (best)"
+                } else {
+                    ""
+                };
                 eprintln!(
                     "epoch {}: train {:.3} (KL {:.1}), validation {val:.3}{mark}, {:.0} ex/s",
                     row.epoch + 1,
@@ -318,9 +316,13 @@ fn run(args: Args) -> Result<()> {
         if ws.is_empty() {
             continue;
         }
-        let progress = bar(ws.len() as u64, "evaluating {prefix} [{bar:30}] {pos}/{len}");
+        let progress = bar(
+            ws.len() as u64,
+            "evaluating {prefix} [{bar:30}] {pos}/{len}",
+        );
         progress.set_prefix(split.name());
-        let eval = evaluate::evaluate(&best, &ws, &options, |d, _| progress.set_position(d as u64))?;
+        let eval =
+            evaluate::evaluate(&best, &ws, &options, |d, _| progress.set_position(d as u64))?;
         progress.finish_and_clear();
         eprintln!("{split}:\n{eval}");
         metrics.insert(split.name().to_string(), eval);
@@ -350,7 +352,10 @@ fn run(args: Args) -> Result<()> {
         ("dataset".to_string(), serde_json::to_string(&data.report)?),
         ("metrics".to_string(), serde_json::to_string(&metrics)?),
         ("training".to_string(), training.to_string()),
-        ("style_anchors".to_string(), serde_json::to_string(&anchors)?),
+        (
+            "style_anchors".to_string(),
+            serde_json::to_string(&anchors)?,
+        ),
         (
             "data_credit".to_string(),
             "Groove MIDI Dataset (CC BY 4.0): Gillick, Roberts, Engel, Eck, Bamman, \
@@ -385,7 +390,10 @@ fn model_card(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut s = format!("# {name}\n\nA DrumVAE model (MusicVAE, {:?} decoder) on the GrooVAE grid.\n\n", config.decoder);
+    let mut s = format!(
+        "# {name}\n\nA DrumVAE model (MusicVAE, {:?} decoder) on the GrooVAE grid.\n\n",
+        config.decoder
+    );
     s += &format!("## Command\n\n```\n{}\n```\n\n", command.join(" "));
     s += &format!(
         "## Config\n\n```json\n{}\n```\n\n",
@@ -393,7 +401,10 @@ fn model_card(
     );
     s += &format!("## Data\n\n```\n{}```\n\n", data.report);
     s += "## Training\n\n| epoch | train loss | validation loss | KL | examples/s |\n|---|---|---|---|---|\n";
-    for r in rows.iter().filter(|r| r.kind == drumvae::training::RowKind::Epoch) {
+    for r in rows
+        .iter()
+        .filter(|r| r.kind == drumvae::training::RowKind::Epoch)
+    {
         s += &format!(
             "| {} | {:.3} | {:.3} | {:.1} | {:.0} |\n",
             r.epoch + 1,

@@ -105,3 +105,22 @@ mod tests {
         assert!(e.to_string().contains("--features cuda"), "{e}");
     }
 }
+
+/// Sets Candle's thread counts for this process: elementwise ops on one thread unless
+/// `CANDLE_NUM_THREADS` says otherwise (Candle's elementwise pool spins while idle and starves
+/// matrix products on small machines, see candle-notes), and `threads` matrix-product threads
+/// (`RAYON_NUM_THREADS`) when given. Candle reads both at its first tensor op.
+///
+/// # Safety
+/// Changes the environment: call it before any other thread exists (first thing in `main`).
+pub unsafe fn configure_threads(threads: Option<usize>) {
+    // SAFETY: the caller guarantees that no other thread reads or writes the environment.
+    unsafe {
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
+        }
+        if let Some(n) = threads {
+            std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+        }
+    }
+}

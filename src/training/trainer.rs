@@ -78,7 +78,10 @@ pub enum Event<'a> {
         examples_per_sec: f64,
     },
     /// An epoch finished and was validated.
-    Epoch { row: &'a MetricsRow, verdict: Verdict },
+    Epoch {
+        row: &'a MetricsRow,
+        verdict: Verdict,
+    },
 }
 
 /// The result of [`train`].
@@ -212,7 +215,10 @@ pub fn train(
     crate::atomic_file::write(&run_dir.join(CONFIG_FILE), config_json.as_bytes())?;
 
     let varmap = VarMap::new();
-    let vae = Vae::new(&settings.config, seeded_var_builder(&varmap, settings.seed, device))?;
+    let vae = Vae::new(
+        &settings.config,
+        seeded_var_builder(&varmap, settings.seed, device),
+    )?;
     let mut adam = Adam::from_varmap(&varmap, settings.adam)?;
     let mut progress = Progress {
         epoch: 0,
@@ -239,7 +245,11 @@ pub fn train(
             }
         }
         if ck.seed != settings.seed {
-            bail!("the checkpoint was made with seed {}, not {}", ck.seed, settings.seed);
+            bail!(
+                "the checkpoint was made with seed {}, not {}",
+                ck.seed,
+                settings.seed
+            );
         }
         ck.restore_weights(&varmap)?;
         adam.load_state(&ck.optimizer_map(), ck.adam_step)?;
@@ -268,7 +278,10 @@ pub fn train(
                            elapsed: f64|
      -> Result<()> {
         let extra = BTreeMap::from([
-            ("config".to_string(), serde_json::to_string(&settings.config)?),
+            (
+                "config".to_string(),
+                serde_json::to_string(&settings.config)?,
+            ),
             ("batch_size".to_string(), settings.batch_size.to_string()),
             ("accumulator".to_string(), serde_json::to_string(acc)?),
             ("elapsed_secs".to_string(), elapsed.to_string()),
@@ -309,7 +322,9 @@ pub fn train(
             .starting_at(progress.position as usize);
         for batch in batches {
             if stop.load(Ordering::Relaxed)
-                || settings.stop_after_steps.is_some_and(|s| progress.step >= s)
+                || settings
+                    .stop_after_steps
+                    .is_some_and(|s| progress.step >= s)
             {
                 save_checkpoint(progress, &order, &adam, &early, &metrics, &acc, elapsed())?;
                 metrics.write()?;
@@ -392,15 +407,20 @@ pub fn train(
             elapsed_secs: elapsed(),
         };
         metrics.push(row);
-        on_event(Event::Epoch {
-            row: &row,
-            verdict,
-        });
+        on_event(Event::Epoch { row: &row, verdict });
         acc = Accumulator::default();
         progress.epoch += 1;
         progress.position = 0;
         let next_order = rng::epoch_permutation(settings.seed, progress.epoch, n);
-        save_checkpoint(progress, &next_order, &adam, &early, &metrics, &acc, elapsed())?;
+        save_checkpoint(
+            progress,
+            &next_order,
+            &adam,
+            &early,
+            &metrics,
+            &acc,
+            elapsed(),
+        )?;
         metrics.write()?;
         // A plot that fails to render (no fonts, say) must not end a training run.
         let _ = super::plot(&run_dir.join(PLOT_FILE), metrics.rows());
