@@ -48,7 +48,7 @@ impl fmt::Display for DeviceRequest {
 pub enum DeviceError {
     #[error(
         "this build has no CUDA support: rebuild with `--features cuda` (needs nvcc at build time \
-         and the NVIDIA driver at run time; see docs/candle-notes.md), or use --device cpu"
+         and the NVIDIA driver at run time; see the README, section GPU), or use --device cpu"
     )]
     NotBuilt,
     #[error(
@@ -77,6 +77,25 @@ fn open_cuda() -> Result<Device, DeviceError> {
     Device::new_cuda(0).map_err(|e| DeviceError::Unavailable(e.to_string()))
 }
 
+/// Sets Candle's thread counts for this process: elementwise ops on one thread unless
+/// `CANDLE_NUM_THREADS` says otherwise (Candle's elementwise pool spins while idle and starves
+/// matrix products on small machines, see candle-notes), and `threads` matrix-product threads
+/// (`RAYON_NUM_THREADS`) when given. Candle reads both at its first tensor op.
+///
+/// # Safety
+/// Changes the environment: call it before any other thread exists (first thing in `main`).
+pub unsafe fn configure_threads(threads: Option<usize>) {
+    // SAFETY: the caller guarantees that no other thread reads or writes the environment.
+    unsafe {
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            std::env::set_var("CANDLE_NUM_THREADS", "1");
+        }
+        if let Some(n) = threads {
+            std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,24 +122,5 @@ mod tests {
     fn cuda_without_the_feature_explains_how_to_get_it() {
         let e = select_device(DeviceRequest::Cuda).unwrap_err();
         assert!(e.to_string().contains("--features cuda"), "{e}");
-    }
-}
-
-/// Sets Candle's thread counts for this process: elementwise ops on one thread unless
-/// `CANDLE_NUM_THREADS` says otherwise (Candle's elementwise pool spins while idle and starves
-/// matrix products on small machines, see candle-notes), and `threads` matrix-product threads
-/// (`RAYON_NUM_THREADS`) when given. Candle reads both at its first tensor op.
-///
-/// # Safety
-/// Changes the environment: call it before any other thread exists (first thing in `main`).
-pub unsafe fn configure_threads(threads: Option<usize>) {
-    // SAFETY: the caller guarantees that no other thread reads or writes the environment.
-    unsafe {
-        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-            std::env::set_var("CANDLE_NUM_THREADS", "1");
-        }
-        if let Some(n) = threads {
-            std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
-        }
     }
 }

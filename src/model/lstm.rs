@@ -9,7 +9,7 @@
 //! `weight_hh_l{k}` `[4H, H]`, `bias_ih_l{k}`, `bias_hh_l{k}`, gates `i, f, g, o`, and a `_reverse`
 //! suffix for the backward direction), so weights can be checked against or ported from PyTorch.
 //!
-//! Built for speed along the lines measured in `docs/candle-notes.md`: each step does ONE gate
+//! Built for speed along the lines measured in candle-notes (the project docs on Candle on this CPU): each step does ONE gate
 //! matmul on `[x_t, h]` against the weights concatenated once per pass; a per-sequence
 //! conditioning input (the bar embedding `c_u`, or z) is projected once per sequence and enters as
 //! a gate bias instead of being concatenated into every step; per-step slices are only ever taken

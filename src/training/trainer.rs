@@ -356,7 +356,7 @@ pub fn train(
                 loss: &parts,
                 examples_per_sec: batch.indices.len() as f64 / seconds,
             });
-            if settings.log_every > 0 && progress.step % settings.log_every == 0 {
+            if settings.log_every > 0 && progress.step.is_multiple_of(settings.log_every) {
                 metrics.push(MetricsRow {
                     kind: RowKind::Step,
                     step: progress.step,
