@@ -64,6 +64,27 @@ fn settings(stop_after_steps: Option<u64>) -> TrainSettings {
     }
 }
 
+/// One run of the real trainer on the CPU, never interrupted from outside.
+fn run(
+    settings: &TrainSettings,
+    train: &[Pattern],
+    val: &[Pattern],
+    dir: &std::path::Path,
+    resume: bool,
+) -> anyhow::Result<trainer::Outcome> {
+    let never = AtomicBool::new(false);
+    trainer::train(
+        settings,
+        train,
+        val,
+        &Device::Cpu,
+        dir,
+        resume,
+        &never,
+        |_| {},
+    )
+}
+
 /// Rows without wall-clock fields, which legitimately differ between runs.
 fn timeless(rows: &[MetricsRow]) -> Vec<MetricsRow> {
     rows.iter()
@@ -87,50 +108,19 @@ fn weights(varmap: &candle_nn::VarMap) -> Vec<(String, Vec<f32>)> {
 fn resumed_run_matches_an_uninterrupted_one_bit_for_bit() {
     let data = windows();
     let (train, val) = data.split_at(22); // 22 windows: 3 batches per epoch, the last partial
-    let never = AtomicBool::new(false);
     let device = Device::Cpu;
 
     let straight_dir = tempfile::tempdir().unwrap();
-    let straight = trainer::train(
-        &settings(None),
-        train,
-        val,
-        &device,
-        straight_dir.path(),
-        false,
-        &never,
-        |_| {},
-    )
-    .unwrap();
+    let straight = run(&settings(None), train, val, straight_dir.path(), false).unwrap();
     assert_eq!(straight.finish, Finish::Completed);
     assert_eq!(straight.steps, 9);
 
     let dir = tempfile::tempdir().unwrap();
     // Stop mid-epoch 2 (after step 4 of 9), as Ctrl-C would.
-    let first = trainer::train(
-        &settings(Some(4)),
-        train,
-        val,
-        &device,
-        dir.path(),
-        false,
-        &never,
-        |_| {},
-    )
-    .unwrap();
+    let first = run(&settings(Some(4)), train, val, dir.path(), false).unwrap();
     assert_eq!(first.finish, Finish::Interrupted);
     assert_eq!(first.steps, 4);
-    let resumed = trainer::train(
-        &settings(None),
-        train,
-        val,
-        &device,
-        dir.path(),
-        true,
-        &never,
-        |_| {},
-    )
-    .unwrap();
+    let resumed = run(&settings(None), train, val, dir.path(), true).unwrap();
     assert_eq!(resumed.finish, Finish::Completed);
     assert_eq!(resumed.steps, 9);
 
@@ -169,20 +159,9 @@ fn run_folder_holds_config_checkpoint_best_model_metrics_and_plot() {
     let data = windows();
     let (train, val) = data.split_at(22);
     let dir = tempfile::tempdir().unwrap();
-    let never = AtomicBool::new(false);
     let mut s = settings(None);
     s.epochs = 2;
-    let out = trainer::train(
-        &s,
-        train,
-        val,
-        &Device::Cpu,
-        dir.path(),
-        false,
-        &never,
-        |_| {},
-    )
-    .unwrap();
+    let out = run(&s, train, val, dir.path(), false).unwrap();
     for f in [
         trainer::CONFIG_FILE,
         trainer::CHECKPOINT_FILE,
@@ -219,60 +198,18 @@ fn resuming_with_another_config_or_seed_is_refused() {
     let data = windows();
     let (train, val) = data.split_at(22);
     let dir = tempfile::tempdir().unwrap();
-    let never = AtomicBool::new(false);
-    trainer::train(
-        &settings(Some(1)),
-        train,
-        val,
-        &Device::Cpu,
-        dir.path(),
-        false,
-        &never,
-        |_| {},
-    )
-    .unwrap();
+    run(&settings(Some(1)), train, val, dir.path(), false).unwrap();
     let mut other = settings(None);
     other.config.latent = 4;
-    let err = trainer::train(
-        &other,
-        train,
-        val,
-        &Device::Cpu,
-        dir.path(),
-        true,
-        &never,
-        |_| {},
-    )
-    .err()
-    .unwrap();
+    let err = run(&other, train, val, dir.path(), true).err().unwrap();
     assert!(format!("{err:#}").contains("different config"), "{err:#}");
     let mut other = settings(None);
     other.seed = 6;
-    let err = trainer::train(
-        &other,
-        train,
-        val,
-        &Device::Cpu,
-        dir.path(),
-        true,
-        &never,
-        |_| {},
-    )
-    .err()
-    .unwrap();
+    let err = run(&other, train, val, dir.path(), true).err().unwrap();
     assert!(format!("{err:#}").contains("seed"), "{err:#}");
     let empty = tempfile::tempdir().unwrap();
-    let err = trainer::train(
-        &settings(None),
-        train,
-        val,
-        &Device::Cpu,
-        empty.path(),
-        true,
-        &never,
-        |_| {},
-    )
-    .err()
-    .unwrap();
+    let err = run(&settings(None), train, val, empty.path(), true)
+        .err()
+        .unwrap();
     assert!(format!("{err:#}").contains("cannot resume"), "{err:#}");
 }
