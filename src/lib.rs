@@ -8,6 +8,7 @@ pub mod groove;
 pub mod latent;
 pub mod midi_file;
 pub mod model;
+pub mod sequencer;
 pub mod training;
 
 pub use groove::{Cell, Pattern, Voice};
