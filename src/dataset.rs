@@ -192,7 +192,7 @@ impl Report {
         self.windows_per_split.values().sum()
     }
 
-    /// Skipped files grouped by reason kind (the text after the file name's colon).
+    /// Skipped files counted per reason.
     pub fn skip_reasons(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for (_, reason) in &self.skipped {
