@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 #[test]
 fn bundled_model_loads_with_metadata_and_style_anchors() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/drumvae-small-1epoch.safetensors");
+        .join("models/drumvae-small-3epoch.safetensors");
     let (vae, info) = drumvae::model::file::load_file(&path, &Device::Cpu).unwrap();
     for key in [
         "command",
@@ -25,8 +25,7 @@ fn bundled_model_loads_with_metadata_and_style_anchors() {
     for genre in ["rock", "funk", "jazz", "latin"] {
         assert_eq!(anchors[genre].len(), vae.config.latent, "{genre}");
     }
-    // Decoding a style anchor twice gives the same groove, and it is not silence (this one-epoch
-    // model is sparse at temperature 0: the rock anchor decodes to a kick on every downbeat).
+    // Decoding a style anchor twice gives the same groove, and it is a groove, not a few hits.
     let z = Tensor::from_vec(
         anchors["rock"].clone(),
         (1, vae.config.latent),
@@ -36,5 +35,5 @@ fn bundled_model_loads_with_metadata_and_style_anchors() {
     let a = vae.decode(&z, &DecodeOptions::default()).unwrap();
     let b = vae.decode(&z, &DecodeOptions::default()).unwrap();
     assert_eq!(a, b);
-    assert!(a[0].hit_count() > 0, "{:?}", a[0]);
+    assert!(a[0].hit_count() >= 16, "{:?}", a[0]);
 }

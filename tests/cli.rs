@@ -9,7 +9,7 @@ fn root() -> &'static Path {
 }
 
 fn model() -> PathBuf {
-    root().join("models/drumvae-small-1epoch.safetensors")
+    root().join("models/drumvae-small-3epoch.safetensors")
 }
 
 fn drumvae(args: &[&str]) -> (bool, String, String) {
