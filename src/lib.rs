@@ -4,10 +4,12 @@
 pub mod atomic_file;
 pub mod dataset;
 pub mod evaluate;
+pub mod generator;
 pub mod groove;
 pub mod latent;
 pub mod midi_file;
 pub mod model;
+pub mod plugin;
 pub mod sequencer;
 pub mod training;
 

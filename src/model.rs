@@ -9,6 +9,7 @@
 
 pub mod decoder;
 pub mod device;
+pub mod embedded;
 pub mod encoder;
 pub mod file;
 pub mod init;

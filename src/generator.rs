@@ -1,0 +1,415 @@
+//! The plugin's WORKER THREAD: owns the Candle model, watches the parameters, decodes the pattern
+//! for the current morph point and publishes it to the audio thread.
+//!
+//! - One thread per plugin instance, started by [`Generator::spawn`] and joined by
+//!   [`Generator::stop`] (or `Drop`): a slow decode in one instance never stalls another, and no
+//!   thread outlives the plugin.
+//! - The worker polls [`Controls`] every [`POLL_INTERVAL`] (plus whenever a command arrives), so
+//!   the audio thread sends nothing: parameter values are atomics the worker reads.
+//! - Patterns reach the audio thread through a triple buffer ([`PatternReceiver`]): wait-free on
+//!   both sides, and a [`Pattern`] is a fixed-size `Copy` value, so nothing is allocated or freed
+//!   on the audio thread.
+//! - Commands (load a MIDI file into a corner, shut down) arrive on a bounded crossbeam channel.
+//! - What the GUI and tests read ([`Status`]) sits behind a `parking_lot` mutex that the audio
+//!   thread never takes.
+//! - A device problem never reaches the host: a GPU that cannot be used, or a decode that fails
+//!   on it, moves the model to the CPU and says so in [`Status::messages`].
+
+pub mod engine;
+pub mod slots;
+
+pub use engine::{Engine, Point};
+pub use slots::{SLOT_COUNT, SLOT_NAMES, Slot, Slots};
+
+use crate::groove::Pattern;
+use crate::model::{DeviceRequest, select_device};
+use candle_core::Device;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use parking_lot::{Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often the worker looks at the parameters when nothing else wakes it.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Commands that can wait in the queue; senders use `try_send` and never block.
+pub const COMMAND_CAPACITY: usize = 16;
+/// Messages kept in [`Status::messages`] (oldest dropped first).
+pub const MAX_MESSAGES: usize = 32;
+
+/// What the worker reads from its owner on every wake. The plugin implements it over its
+/// parameters and persisted fields; the worker calls it, never the audio thread.
+pub trait Controls: Send + Sync + 'static {
+    /// The point to decode now.
+    fn point(&self) -> Point;
+    /// The user's model file, or `None` for the embedded model.
+    fn model_path(&self) -> Option<PathBuf>;
+    /// Stores a corner the worker has just encoded from a MIDI file.
+    fn set_slot(&self, index: usize, slot: Slot);
+}
+
+/// Requests to the worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Look at the controls now instead of at the next poll.
+    Wake,
+    /// Encode window `window` of a MIDI file and put it in corner `slot` (0 = A).
+    LoadMidi {
+        slot: usize,
+        path: PathBuf,
+        window: usize,
+    },
+    /// Finish and return the model to [`Generator::stop`].
+    Shutdown,
+}
+
+/// The worker's state as the GUI and tests see it.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// Display name of the loaded model.
+    pub model: String,
+    /// "cpu" or "cuda".
+    pub device: String,
+    /// The model request the loaded model answers (the path the user chose, or `None`).
+    pub model_request: Option<PathBuf>,
+    /// The last point the worker finished with (decoded, or failed on).
+    pub settled: Option<Point>,
+    /// The last pattern published, and the point it was decoded from.
+    pub pattern: Option<(Point, Pattern)>,
+    /// Patterns published so far.
+    pub generation: u64,
+    /// Time the last decode took.
+    pub last_decode: Option<Duration>,
+    /// Warnings and errors for the user (model files that failed to load, device fallbacks,
+    /// styles a model lacks), newest last.
+    pub messages: Vec<String>,
+}
+
+impl Status {
+    fn report(&mut self, message: String) {
+        if self.messages.last() != Some(&message) {
+            if self.messages.len() == MAX_MESSAGES {
+                self.messages.remove(0);
+            }
+            self.messages.push(message);
+        }
+    }
+}
+
+/// A pattern as published to the audio thread.
+#[derive(Clone, Copy, Debug)]
+struct Published {
+    pattern: Pattern,
+    generation: u64,
+}
+
+/// The audio thread's end of the hand-off. [`PatternReceiver::take_new`] is wait-free and never
+/// allocates.
+pub struct PatternReceiver {
+    output: triple_buffer::Output<Published>,
+    seen: u64,
+}
+
+impl PatternReceiver {
+    /// The newest pattern the worker has published since the last call, if any.
+    pub fn take_new(&mut self) -> Option<&Pattern> {
+        self.output.update();
+        let published = self.output.output_buffer();
+        if published.generation == self.seen {
+            return None;
+        }
+        self.seen = published.generation;
+        Some(&published.pattern)
+    }
+}
+
+struct Shared {
+    status: Mutex<Status>,
+    settled: Condvar,
+}
+
+/// The worker thread and its command queue.
+pub struct Generator {
+    commands: Sender<Command>,
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<Option<Engine>>>,
+}
+
+impl Generator {
+    /// Starts the worker. `engine` reuses a model returned by an earlier [`Generator::stop`] (so
+    /// a host that deactivates and reactivates does not reload it); with `None` the worker loads
+    /// the model the controls ask for, on the device `device` selects.
+    pub fn spawn(
+        controls: Arc<dyn Controls>,
+        device: DeviceRequest,
+        engine: Option<Engine>,
+    ) -> std::io::Result<(Generator, PatternReceiver)> {
+        let (commands, inbox) = bounded(COMMAND_CAPACITY);
+        let (input, output) = triple_buffer::triple_buffer(&Published {
+            pattern: Pattern::default(),
+            generation: 0,
+        });
+        let shared = Arc::new(Shared {
+            status: Mutex::new(Status::default()),
+            settled: Condvar::new(),
+        });
+        let worker = Worker {
+            controls,
+            device,
+            engine,
+            inbox,
+            output: input,
+            shared: shared.clone(),
+            last_model_attempt: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("drumvae-worker".into())
+            .spawn(move || worker.run())?;
+        Ok((
+            Generator {
+                commands,
+                shared,
+                thread: Some(thread),
+            },
+            PatternReceiver {
+                output,
+                seen: 0,
+            },
+        ))
+    }
+
+    /// Queues a command without blocking; fails when the queue is full or the worker is gone.
+    pub fn send(&self, command: Command) -> Result<(), TrySendError<Command>> {
+        self.commands.try_send(command)
+    }
+
+    /// A copy of the worker's status.
+    pub fn status(&self) -> Status {
+        self.shared.status.lock().clone()
+    }
+
+    /// Waits until the worker has settled on the point `controls` give now (decoded it, or failed
+    /// and reported why). Used on activation so that playback starts with the right pattern.
+    /// Returns `false` on timeout.
+    pub fn wait_until_settled(&self, controls: &dyn Controls, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let _ = self.commands.try_send(Command::Wake);
+        let mut status = self.shared.status.lock();
+        loop {
+            let want = controls.point();
+            if status.settled.as_ref() == Some(&want)
+                && status.model_request == controls.model_path()
+            {
+                return true;
+            }
+            if self
+                .shared
+                .settled
+                .wait_until(&mut status, deadline)
+                .timed_out()
+            {
+                return false;
+            }
+        }
+    }
+
+    /// Stops and joins the worker, returning its model for reuse.
+    pub fn stop(mut self) -> Option<Engine> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Option<Engine> {
+        let thread = self.thread.take()?;
+        // A full queue still wakes the worker within one poll; dropping the sender below also
+        // ends it.
+        let _ = self.commands.try_send(Command::Shutdown);
+        thread.join().ok().flatten()
+    }
+}
+
+impl Drop for Generator {
+    fn drop(&mut self) {
+        let _ = self.join();
+    }
+}
+
+struct Worker {
+    controls: Arc<dyn Controls>,
+    device: DeviceRequest,
+    engine: Option<Engine>,
+    inbox: Receiver<Command>,
+    output: triple_buffer::Input<Published>,
+    shared: Arc<Shared>,
+    /// The model request last tried, so a broken file is reported once, not on every poll.
+    last_model_attempt: Option<Option<PathBuf>>,
+}
+
+impl Worker {
+    fn run(mut self) -> Option<Engine> {
+        loop {
+            match self.inbox.recv_timeout(POLL_INTERVAL) {
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Command::LoadMidi { slot, path, window }) => self.load_midi(slot, &path, window),
+                Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.refresh();
+        }
+        self.engine
+    }
+
+    fn report(&self, message: String) {
+        self.shared.status.lock().report(message);
+    }
+
+    /// Loads the requested model if it changed, then decodes the current point if it changed.
+    fn refresh(&mut self) {
+        let request = self.controls.model_path();
+        if self.engine.is_none() || self.last_model_attempt.as_ref() != Some(&request) {
+            self.load_model(request);
+        }
+        let point = self.controls.point();
+        let settled = self.shared.status.lock().settled.clone();
+        if settled.as_ref() != Some(&point) {
+            self.decode(point);
+        }
+    }
+
+    fn device(&self) -> Device {
+        match select_device(self.device) {
+            Ok((device, note)) => {
+                if let Some(note) = note {
+                    self.report(note);
+                }
+                device
+            }
+            Err(e) => {
+                self.report(format!("{e}; decoding on the CPU"));
+                Device::Cpu
+            }
+        }
+    }
+
+    fn load_model(&mut self, request: Option<PathBuf>) {
+        self.last_model_attempt = Some(request.clone());
+        let device = match &self.engine {
+            Some(engine) => engine.device().clone(),
+            None => self.device(),
+        };
+        let loaded = match &request {
+            Some(path) => Engine::from_file(path, &device).map_err(|e| {
+                format!(
+                    "could not load model {}: {e}; keeping model {}",
+                    path.display(),
+                    self.engine.as_ref().map_or("(embedded)", |m| m.name())
+                )
+            }),
+            None => Engine::embedded(&device).map_err(|e| format!("embedded model: {e}")),
+        };
+        match loaded {
+            Ok(engine) => self.engine = Some(engine),
+            Err(message) => {
+                self.report(message);
+                if self.engine.is_none() {
+                    // The user's file is broken and nothing is loaded yet: play the embedded
+                    // model rather than silence.
+                    match Engine::embedded(&Device::Cpu) {
+                        Ok(engine) => self.engine = Some(engine),
+                        Err(e) => self.report(format!("embedded model: {e}")),
+                    }
+                }
+            }
+        }
+        let mut status = self.shared.status.lock();
+        status.model_request = request;
+        if let Some(engine) = &self.engine {
+            status.model = engine.name().to_string();
+            status.device = device_name(engine.device()).to_string();
+        }
+        // A new model means the current point must be decoded again.
+        status.settled = None;
+    }
+
+    fn decode(&mut self, point: Point) {
+        let Some(engine) = &self.engine else {
+            self.settle(point, None, None);
+            return;
+        };
+        let started = Instant::now();
+        let mut result = engine.decode(&point);
+        if let Err(e) = &result
+            && !engine.device().is_cpu()
+        {
+            self.report(format!(
+                "decoding on {} failed ({e}); moving the model to the CPU",
+                device_name(engine.device())
+            ));
+            self.engine = self.reload_on_cpu();
+            if let Some(engine) = &self.engine {
+                result = engine.decode(&point);
+            }
+        }
+        match result {
+            Ok((pattern, warnings)) => {
+                for w in warnings {
+                    self.report(w);
+                }
+                let elapsed = started.elapsed();
+                self.settle(point, Some(pattern), Some(elapsed));
+            }
+            Err(e) => {
+                self.report(format!("decoding failed: {e}; keeping the current pattern"));
+                self.settle(point, None, None);
+            }
+        }
+    }
+
+    fn reload_on_cpu(&self) -> Option<Engine> {
+        let request = self.last_model_attempt.clone().flatten();
+        let engine = match request {
+            Some(path) => Engine::from_file(&path, &Device::Cpu).ok(),
+            None => None,
+        };
+        engine.or_else(|| Engine::embedded(&Device::Cpu).ok())
+    }
+
+    /// Publishes (when there is a pattern) and wakes anyone waiting for this point.
+    fn settle(&mut self, point: Point, pattern: Option<Pattern>, took: Option<Duration>) {
+        let mut status = self.shared.status.lock();
+        if let Some(pattern) = pattern {
+            status.generation += 1;
+            self.output.write(Published {
+                pattern,
+                generation: status.generation,
+            });
+            status.pattern = Some((point.clone(), pattern));
+            status.last_decode = took;
+        }
+        status.settled = Some(point);
+        drop(status);
+        self.shared.settled.notify_all();
+    }
+
+    fn load_midi(&mut self, slot: usize, path: &Path, window: usize) {
+        if slot >= SLOT_COUNT {
+            self.report(format!("there is no corner {slot}; use 0..{SLOT_COUNT}"));
+            return;
+        }
+        let Some(engine) = &self.engine else {
+            self.report("no model is loaded, so the file cannot be encoded".to_string());
+            return;
+        };
+        match engine.encode_file(path, window) {
+            Ok(encoded) => self.controls.set_slot(slot, encoded),
+            Err(e) => self.report(format!(
+                "could not load {} into corner {}: {e:#}; the corner is unchanged",
+                path.display(),
+                SLOT_NAMES[slot]
+            )),
+        }
+    }
+}
+
+fn device_name(device: &Device) -> &'static str {
+    if device.is_cpu() { "cpu" } else { "cuda" }
+}

@@ -1,0 +1,213 @@
+//! The nice-plug plugin: a MIDI drum generator exported as CLAP and VST3. `process()` runs on the
+//! AUDIO THREAD and only reads parameters, takes the newest pattern from the worker (wait-free)
+//! and runs the [`Sequencer`]; `activate`/`deactivate` run on the host's main thread and start
+//! and join the plugin's own worker thread ([`Generator`]).
+//!
+//! Formats: CLAP features `note-effect`, `drum` and `drumvae:groove-generator`; VST3 category
+//! `Instrument|Drum`. It is a note generator, but it exposes one silent stereo output so that hosts
+//! which only route MIDI out of instruments (Ableton Live, FL Studio, Cubase) accept it on an
+//! instrument track; hosts that understand CLAP note effects use it as such.
+
+pub mod params;
+
+use crate::generator::{Engine, Generator, PatternReceiver};
+use crate::model::DeviceRequest;
+use crate::sequencer::{NoteEvent as SeqEvent, Sequencer, Transport};
+use nice_plug::midi::{Channel, Key, VoiceID};
+use nice_plug::prelude::*;
+use params::{DrumVaeParams, ParamControls};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long activation waits for the first pattern, so playback starts with the right one.
+const FIRST_PATTERN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The plugin instance.
+pub struct DrumVae {
+    params: Arc<DrumVaeParams>,
+    sequencer: Sequencer,
+    /// The worker, while active.
+    generator: Option<Generator>,
+    /// The audio thread's end of the pattern hand-off, while active.
+    patterns: Option<PatternReceiver>,
+    /// The model kept between deactivation and the next activation.
+    engine: Option<Engine>,
+    sample_rate: f64,
+    /// Events the host had no room for (diagnostics; never expected with normal hosts).
+    dropped_events: u64,
+}
+
+impl Default for DrumVae {
+    fn default() -> Self {
+        DrumVae {
+            params: Arc::new(DrumVaeParams::default()),
+            sequencer: Sequencer::new(),
+            generator: None,
+            patterns: None,
+            engine: None,
+            sample_rate: 48_000.0,
+            dropped_events: 0,
+        }
+    }
+}
+
+impl DrumVae {
+    fn stop_worker(&mut self) {
+        self.patterns = None;
+        if let Some(generator) = self.generator.take() {
+            self.engine = generator.stop();
+        }
+    }
+}
+
+/// The sequencer's transport for one block, from the host's. A host that reports neither a tempo
+/// nor a position nor "playing" gives no transport at all: then the pattern runs free at 120 BPM
+/// so the plugin still plays (e.g. in a live-only host).
+fn transport_of(host: &nice_plug::prelude::Transport, sample_rate: f64) -> Transport {
+    let pos_beats = host.pos_beats();
+    let no_transport = host.tempo.is_none() && pos_beats.is_none() && !host.playing;
+    Transport {
+        playing: host.playing || no_transport,
+        tempo_bpm: host.tempo.unwrap_or(f64::NAN),
+        pos_beats,
+        sample_rate,
+    }
+}
+
+fn to_host_event(e: SeqEvent) -> PluginNoteEvent<DrumVae> {
+    let velocity = f32::from(e.velocity) / 127.0;
+    if e.on {
+        NoteEvent::NoteOn {
+            timing: e.sample,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(e.channel),
+            key: Key::Number(e.pitch),
+            velocity,
+        }
+    } else {
+        NoteEvent::NoteOff {
+            timing: e.sample,
+            voice_id: VoiceID::Wildcard,
+            channel: Channel::Number(e.channel),
+            key: Key::Number(e.pitch),
+            velocity,
+        }
+    }
+}
+
+impl Plugin for DrumVae {
+    const NAME: &'static str = "DrumVAE";
+    const VENDOR: &'static str = "DrumVAE";
+    const URL: &'static str = "https://github.com/drumvae/drumvae";
+    const EMAIL: &'static str = "drumvae@example.org";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+
+    const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[AudioIOLayout {
+        main_input_channels: None,
+        main_output_channels: NonZeroU32::new(2),
+        ..AudioIOLayout::const_default()
+    }];
+    const MIDI_INPUT: MidiConfig = MidiConfig::None;
+    const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
+    const SAMPLE_ACCURATE_AUTOMATION: bool = false;
+
+    type Editor = ();
+    type SysExMessage = ();
+    type BackgroundTask = ();
+
+    fn params(&self) -> Arc<dyn Params> {
+        self.params.clone()
+    }
+
+    fn activate(
+        &mut self,
+        _layout: &AudioIOLayout,
+        buffer_config: &BufferConfig,
+        _context: &mut impl ActivateContext<Self>,
+    ) -> bool {
+        self.sample_rate = f64::from(buffer_config.sample_rate);
+        // A reactivation (new sample rate, restored state) restarts the worker with the same
+        // model, so the hand-off starts fresh and the restored point is decoded before playing.
+        self.stop_worker();
+        let controls = ParamControls(self.params.clone());
+        let spawned = Generator::spawn(
+            Arc::new(ParamControls(self.params.clone())),
+            DeviceRequest::Auto,
+            self.engine.take(),
+        );
+        match spawned {
+            Ok((generator, patterns)) => {
+                if !generator.wait_until_settled(&controls, FIRST_PATTERN_TIMEOUT) {
+                    nice_warn!("DrumVAE: the first pattern was not ready in time");
+                }
+                for message in generator.status().messages {
+                    nice_warn!("DrumVAE: {message}");
+                }
+                self.generator = Some(generator);
+                self.patterns = Some(patterns);
+                true
+            }
+            Err(e) => {
+                nice_error!("DrumVAE: cannot start the worker thread: {e}");
+                false
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sequencer.reset();
+    }
+
+    fn process(
+        &mut self,
+        buffer: &mut Buffer,
+        _aux: &mut AuxiliaryBuffers,
+        context: &mut impl ProcessContext<Self>,
+    ) -> ProcessStatus {
+        for channel in buffer.as_slice() {
+            channel.fill(0.0);
+        }
+        if let Some(pattern) = self.patterns.as_mut().and_then(|p| p.take_new()) {
+            self.sequencer.set_pattern_pending(*pattern);
+        }
+        let transport = transport_of(context.transport(), self.sample_rate);
+        let settings = self.params.settings();
+        let frames = buffer.samples() as u32;
+        let mut dropped = 0;
+        self.sequencer
+            .process(&transport, frames, &settings, &mut |event| {
+                if context.try_send_event(to_host_event(event)).is_err() {
+                    dropped += 1;
+                }
+            });
+        self.dropped_events += dropped;
+        ProcessStatus::KeepAlive
+    }
+
+    fn deactivate(&mut self) {
+        self.stop_worker();
+    }
+}
+
+impl ClapPlugin for DrumVae {
+    const CLAP_ID: &'static str = "org.drumvae.drumvae";
+    const CLAP_DESCRIPTION: Option<&'static str> =
+        Some("Neural drum grooves (hierarchical MusicVAE) as tempo-locked MIDI");
+    const CLAP_MANUAL_URL: Option<&'static str> = None;
+    const CLAP_SUPPORT_URL: Option<&'static str> = None;
+    const CLAP_FEATURES: &'static [ClapFeature] = &[
+        ClapFeature::NoteEffect,
+        ClapFeature::Drum,
+        ClapFeature::Custom("drumvae:groove-generator"),
+    ];
+}
+
+impl Vst3Plugin for DrumVae {
+    const VST3_CLASS_ID: [u8; 16] = *b"DrumVaeGrooveGen";
+    const VST3_SUBCATEGORIES: &'static [Vst3SubCategory] =
+        &[Vst3SubCategory::Instrument, Vst3SubCategory::Drum];
+}
+
+nice_export_clap!(DrumVae);
+nice_export_vst3!(DrumVae);
