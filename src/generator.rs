@@ -172,10 +172,7 @@ impl Generator {
                 shared,
                 thread: Some(thread),
             },
-            PatternReceiver {
-                output,
-                seen: 0,
-            },
+            PatternReceiver { output, seen: 0 },
         ))
     }
 

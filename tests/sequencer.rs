@@ -1,62 +1,16 @@
 //! The audio-thread sequencer against a schedule computed here, independently, from the pattern,
 //! tempo and sample rate: exact note-on samples for any block size, sample rate and tempo; tempo
 //! changes, stops, seeks and loop jumps; pattern switches on the bar line; the play settings; the
-//! free-running clock; random transports that never leave a note hanging; and a counting global
-//! allocator that proves `process` never allocates.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell as CountCell;
+//! free-running clock; random transports that never leave a note hanging; and nice-plug's
+//! `assert_process_allocs` allocator (installed in every debug build that links the plugin) that
+//! aborts if `process` allocates or frees.
 
 use drumvae::groove::{STEPS, VOICES};
 use drumvae::sequencer::{NoteEvent, Sequencer, Settings, SwitchAt, Transport};
 use drumvae::{Cell, Pattern, Voice};
+use nice_assert_no_alloc::assert_no_alloc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-// ---------------------------------------------------------------------------------------------
-// Allocation counting: every allocation, reallocation and free made by the current thread.
-
-struct CountingAllocator;
-
-thread_local! {
-    static HEAP_CALLS: CountCell<u64> = const { CountCell::new(0) };
-}
-
-fn count_heap_call() {
-    // `try_with`: the thread-local may already be gone while a thread shuts down.
-    let _ = HEAP_CALLS.try_with(|c| c.set(c.get() + 1));
-}
-
-fn heap_calls() -> u64 {
-    HEAP_CALLS.with(|c| c.get())
-}
-
-// SAFETY: every method forwards to `System` unchanged; counting touches only a const-initialised
-// thread-local `Cell`, which itself never allocates.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_heap_call();
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_heap_call();
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_heap_call();
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count_heap_call();
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 // ---------------------------------------------------------------------------------------------
 // The independent schedule.
@@ -937,14 +891,41 @@ fn bar_offset_moves_the_pattern_start_by_whole_bars() {
 // ---------------------------------------------------------------------------------------------
 // Real-time safety.
 
+/// Set in the child process that [`the_allocation_guard_aborts_on_allocation`] starts.
+const ALLOC_CHILD_ENV: &str = "DRUMVAE_ALLOCATION_GUARD_CHILD";
+
+/// Run only as a child of [`the_allocation_guard_aborts_on_allocation`]: allocates under the guard.
 #[test]
-fn the_allocation_counter_sees_allocations() {
-    let before = heap_calls();
-    let v = std::hint::black_box(vec![1u8; 100]);
-    drop(v);
+#[ignore = "started as a child process by the_allocation_guard_aborts_on_allocation"]
+fn allocation_under_the_guard_child() {
+    if std::env::var_os(ALLOC_CHILD_ENV).is_some() {
+        assert_no_alloc(|| drop(std::hint::black_box(vec![1u8; 100])));
+    }
+}
+
+/// The guard used below is armed: an allocation inside it kills the process. Without this, a
+/// build where the guard is a no-op would pass `process_does_not_allocate` whatever it did.
+#[test]
+#[cfg_attr(
+    not(debug_assertions),
+    ignore = "the guard is only installed in debug builds"
+)]
+fn the_allocation_guard_aborts_on_allocation() {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "allocation_under_the_guard_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(ALLOC_CHILD_ENV, "1")
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
     assert!(
-        heap_calls() >= before + 2,
-        "alloc and free are both counted"
+        !status.success(),
+        "allocating under assert_no_alloc should abort, but the child exited with {status}"
     );
 }
 
@@ -993,17 +974,16 @@ fn process_does_not_allocate() {
     let mut events = 0usize;
     let mut count = |_e: NoteEvent| events += 1;
 
-    let before = heap_calls();
-    for (t, len, s, pattern) in &script {
-        if let Some(p) = pattern {
-            seq.set_pattern_pending(*p);
+    // Aborts the test process on any allocation or free (debug builds).
+    assert_no_alloc(|| {
+        for (t, len, s, pattern) in &script {
+            if let Some(p) = pattern {
+                seq.set_pattern_pending(*p);
+            }
+            seq.process(t, *len, s, &mut count);
         }
-        seq.process(t, *len, s, &mut count);
-    }
-    seq.release_all(&mut count);
-    let during = heap_calls() - before;
-
-    assert_eq!(during, 0, "process() allocated or freed {during} times");
+        seq.release_all(&mut count);
+    });
     assert!(events > 5000, "it did play: {events} events");
     assert!(seq.switch_count() >= 20);
 }

@@ -163,12 +163,15 @@ impl Engine {
     pub fn latent_at(&self, point: &Point) -> (Vec<f32>, Vec<String>) {
         let corners: Vec<SlotLatent> = point.slots.0.iter().map(|s| self.latent_of(s)).collect();
         let warnings = corners.iter().filter_map(|c| c.warning.clone()).collect();
-        let unit = |v: f32| if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = |v: f32| {
+            if v.is_finite() {
+                v.clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        };
         let refs: [&[f32]; SLOT_COUNT] = std::array::from_fn(|i| corners[i].z.as_slice());
-        (
-            latent::blend4(refs, unit(point.x), unit(point.y)),
-            warnings,
-        )
+        (latent::blend4(refs, unit(point.x), unit(point.y)), warnings)
     }
 
     /// Decodes a point into the pattern the plugin plays there.
