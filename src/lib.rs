@@ -10,6 +10,7 @@ pub mod latent;
 pub mod midi_file;
 pub mod model;
 pub mod plugin;
+pub mod render;
 pub mod sequencer;
 pub mod training;
 

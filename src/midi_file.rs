@@ -446,8 +446,6 @@ impl Default for WriteOptions {
 pub fn write_patterns(patterns: &[Pattern], options: &WriteOptions) -> Vec<u8> {
     let tpb = options.ticks_per_beat.clamp(1, 0x7fff);
     let ticks_per_step = tpb as f64 / STEPS_PER_BEAT as f64;
-    let micros = (60e6 / options.bpm.clamp(1.0, 1000.0)).round() as u32;
-    let channel = u4::new(options.channel.min(15));
 
     // (tick, pitch, velocity); velocity 0 = off. Sorted so that offs come before ons at a tick.
     let mut ons: Vec<(u64, u8, u8)> = Vec::new();
@@ -479,16 +477,46 @@ pub fn write_patterns(patterns: &[Pattern], options: &WriteOptions) -> Vec<u8> {
     // Offs (velocity 0) sort before ons at the same tick, so a retrigger never gets cut.
     events.sort_by_key(|&(t, p, v)| (t, v != 0, p));
 
+    let notes: Vec<TimedNote> = events
+        .into_iter()
+        .map(|(tick, pitch, velocity)| TimedNote {
+            tick,
+            channel: options.channel,
+            pitch,
+            velocity,
+        })
+        .collect();
+    // End the track at the last pattern's end (or the last note-off, if later), so a pattern
+    // that ends in rests keeps all its bars when read back.
+    let end = ((patterns.len() * STEPS) as f64 * ticks_per_step).round() as u64;
+    write_notes(&notes, options.bpm, tpb, end)
+}
+
+/// One MIDI note event at an absolute tick; velocity 0 = note-off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedNote {
+    pub tick: u64,
+    /// 0-based MIDI channel (values above 15 are clamped).
+    pub channel: u8,
+    pub pitch: u8,
+    pub velocity: u8,
+}
+
+/// Writes notes, already in time order, as a type 1 `.mid` file: a tempo track (tempo, 4/4) and
+/// one note track that ends at `end_tick` or at the last note, whichever is later.
+pub fn write_notes(notes: &[TimedNote], bpm: f64, ticks_per_beat: u16, end_tick: u64) -> Vec<u8> {
+    let tpb = ticks_per_beat.clamp(1, 0x7fff);
+    let micros = (60e6 / bpm.clamp(1.0, 1000.0)).round() as u32;
     let tempo_track = vec![
         meta(0, MetaMessage::Tempo(u24::new(micros))),
         meta(0, MetaMessage::TimeSignature(4, 2, 24, 8)),
         meta(0, MetaMessage::EndOfTrack),
     ];
-    let mut drum_track = Vec::with_capacity(events.len() + 1);
+    let mut track = Vec::with_capacity(notes.len() + 1);
     let mut last = 0u64;
-    for (tick, pitch, velocity) in events {
-        let key = u7::new(pitch);
-        let message = if velocity == 0 {
+    for n in notes {
+        let key = u7::new(n.pitch.min(127));
+        let message = if n.velocity == 0 {
             MidiMessage::NoteOff {
                 key,
                 vel: u7::new(0),
@@ -496,25 +524,26 @@ pub fn write_patterns(patterns: &[Pattern], options: &WriteOptions) -> Vec<u8> {
         } else {
             MidiMessage::NoteOn {
                 key,
-                vel: u7::new(velocity),
+                vel: u7::new(n.velocity.min(127)),
             }
         };
-        drum_track.push(TrackEvent {
-            delta: u28::new((tick - last) as u32),
-            kind: TrackEventKind::Midi { channel, message },
+        let tick = n.tick.max(last);
+        track.push(TrackEvent {
+            delta: u28::new((tick - last).min(0x0fff_ffff) as u32),
+            kind: TrackEventKind::Midi {
+                channel: u4::new(n.channel.min(15)),
+                message,
+            },
         });
         last = tick;
     }
-    // End the track at the last pattern's end (or the last note-off, if later), so a pattern
-    // that ends in rests keeps all its bars when read back.
-    let end = ((patterns.len() * STEPS) as f64 * ticks_per_step).round() as u64;
-    drum_track.push(meta(
-        end.saturating_sub(last) as u32,
+    track.push(meta(
+        end_tick.saturating_sub(last).min(0x0fff_ffff) as u32,
         MetaMessage::EndOfTrack,
     ));
     let header = Header::new(Format::Parallel, Timing::Metrical(u15::new(tpb)));
     let mut out = Vec::new();
-    midly::write_std(&header, [&tempo_track, &drum_track], &mut out)
+    midly::write_std(&header, [&tempo_track, &track], &mut out)
         .expect("writing to a Vec cannot fail");
     out
 }

@@ -1,6 +1,7 @@
 //! `drumvae`: the offline command-line tool. `inspect` shows a MIDI file as the model sees it;
 //! `dataset` reports what a folder of MIDI (or the Groove MIDI Dataset) yields for training;
-//! `evaluate` scores a model; `sample` and `morph` write the grooves a model makes.
+//! `evaluate` scores a model; `sample` and `morph` write the grooves a model makes; `render` plays
+//! the plugin's sequencer over a simulated transport and writes what the plugin would send.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,10 +11,13 @@ use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
 use drumvae::dataset::{BeatType, Dataset, Filter, Source, Split};
 use drumvae::evaluate::{self, EvalOptions};
+use drumvae::generator::{Engine, Point, SLOT_NAMES, Slot, Slots};
 use drumvae::groove::BARS;
 use drumvae::latent;
 use drumvae::midi_file::{self, WriteOptions};
 use drumvae::model::{self, Vae, decoder::DecodeOptions};
+use drumvae::render::{self, Automation, RenderOptions};
+use drumvae::sequencer::Settings;
 use drumvae::{Pattern, dataset};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -133,6 +137,76 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Play the plugin's sequencer over a simulated transport, with the built-in model (or
+    /// --model) and morph automation, and write the MIDI the plugin would send.
+    Render(RenderArgs),
+}
+
+/// What `render` plays: the plugin's parameters, as flags.
+#[derive(clap::Args)]
+struct RenderArgs {
+    /// Tempo in BPM.
+    #[arg(long, default_value_t = 120.0)]
+    tempo: f64,
+    /// Length in bars (4/4).
+    #[arg(long, default_value_t = 16)]
+    bars: u32,
+    /// Morph X automation: BAR:VALUE breakpoints, linear between them (e.g. 0:0,8:1), or one
+    /// value. Bar n plays the point the automation reaches at bar n.
+    #[arg(long, default_value = "0")]
+    morph_x: Automation,
+    /// Morph Y automation, as --morph-x.
+    #[arg(long, default_value = "0")]
+    morph_y: Automation,
+    /// Corner A: seed:N, style:NAME (a GMD genre in the model, e.g. rock, funk, jazz, latin) or
+    /// file:PATH.mid (its first 4-bar window; file:PATH.mid@N for window N, 1-based).
+    #[arg(long, default_value = "style:rock")]
+    a: String,
+    /// Corner B (see --a).
+    #[arg(long, default_value = "style:funk")]
+    b: String,
+    /// Corner C (see --a).
+    #[arg(long, default_value = "style:jazz")]
+    c: String,
+    /// Corner D (see --a).
+    #[arg(long, default_value = "style:latin")]
+    d: String,
+    /// A model file written by `train`; default: the model built into drumvae.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Hit sampling temperature (0 = the most likely hits).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Hit-logit bias: positive = busier, negative = sparser.
+    #[arg(long, default_value_t = 0.0, allow_hyphen_values = true)]
+    density: f32,
+    /// Seed of the hit draws (when temperature > 0).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Micro-timing amount: 0 = on the grid, 1 = as generated, 2 = exaggerated.
+    #[arg(long, default_value_t = 1.0)]
+    timing: f32,
+    /// Swing, 0 to 1 (1 = triplet feel).
+    #[arg(long, default_value_t = 0.0)]
+    swing: f32,
+    /// Velocity scale (1 = as generated).
+    #[arg(long, default_value_t = 1.0)]
+    dynamics: f32,
+    /// Note length in 16th steps.
+    #[arg(long, default_value_t = 1.0)]
+    note_length: f32,
+    /// MIDI channel, 1 to 16.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=16))]
+    channel: u8,
+    /// Simulated host sample rate.
+    #[arg(long, default_value_t = 48_000.0)]
+    sample_rate: f64,
+    /// Simulated host block size in samples (the output does not depend on it).
+    #[arg(long, default_value_t = 512)]
+    block: u32,
+    /// Output .mid file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// How decoded grooves are shaped and written.
@@ -259,7 +333,82 @@ fn run(cli: Cli) -> Result<()> {
             let patterns = vae.decode(&z, &decode_options(&shape, 0))?;
             write_grooves(&out, &patterns, &shape)
         }
+        Command::Render(args) => render_command(&args),
     }
+}
+
+fn slot_of(engine: &Engine, spec: &str) -> Result<Slot> {
+    match spec.strip_prefix("file:") {
+        Some(rest) => {
+            let (path, window) = match rest.rsplit_once('@') {
+                Some((p, w)) if w.parse::<usize>().is_ok() => (p, w.parse::<usize>()?),
+                _ => (rest, 1),
+            };
+            anyhow::ensure!(window >= 1, "windows are numbered from 1 in \"{spec}\"");
+            engine.encode_file(std::path::Path::new(path), window - 1)
+        }
+        None => spec.parse::<Slot>().map_err(anyhow::Error::msg),
+    }
+}
+
+fn render_command(args: &RenderArgs) -> Result<()> {
+    let engine = match &args.model {
+        Some(path) => Engine::from_file(path, &Device::Cpu)?,
+        None => Engine::embedded(&Device::Cpu)?,
+    };
+    let slots = [&args.a, &args.b, &args.c, &args.d]
+        .iter()
+        .zip(SLOT_NAMES)
+        .map(|(spec, name)| slot_of(&engine, spec).with_context(|| format!("corner {name}")))
+        .collect::<Result<Vec<Slot>>>()?;
+    let settings = Settings {
+        channel: args.channel - 1,
+        timing_amount: args.timing,
+        swing: args.swing,
+        velocity_scale: args.dynamics,
+        note_length_steps: args.note_length,
+        ..Settings::default()
+    };
+    let opts = RenderOptions {
+        tempo_bpm: args.tempo,
+        bars: args.bars,
+        sample_rate: args.sample_rate,
+        block_size: args.block,
+        point: Point {
+            slots: Slots(slots.try_into().expect("four corners")),
+            temperature: args.temperature,
+            density: args.density,
+            seed: args.seed,
+            ..Point::default()
+        },
+        morph_x: args.morph_x.clone(),
+        morph_y: args.morph_y.clone(),
+        settings,
+    };
+    let rendered = render::render(&engine, &opts)?;
+    for warning in &rendered.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let bytes = render::to_midi(&rendered, &opts, 960);
+    drumvae::atomic_file::write(&args.out, &bytes)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let ons = rendered.notes.iter().filter(|n| n.event.on).count();
+    println!(
+        "{}: {} bars at {} BPM, {ons} notes, model {}",
+        args.out.display(),
+        args.bars,
+        args.tempo,
+        engine.name()
+    );
+    for (bar, point) in &rendered.decodes {
+        println!(
+            "  bar {:>3}: morph x {:.3}, y {:.3}",
+            bar + 1,
+            point.x,
+            point.y
+        );
+    }
+    Ok(())
 }
 
 fn load_model(path: &std::path::Path) -> Result<Vae> {
