@@ -1,9 +1,9 @@
-//! The audio-thread sequencer against a schedule computed here, independently, from the pattern,
-//! tempo and sample rate: exact note-on samples for any block size, sample rate and tempo; tempo
-//! changes, stops, seeks and loop jumps; pattern switches on the bar line; the play settings; the
-//! free-running clock; random transports that never leave a note hanging; and nice-plug's
-//! `assert_process_allocs` allocator (installed in every debug build that links the plugin) that
-//! aborts if `process` allocates or frees.
+//! The audio-thread sequencer against a schedule computed independently (`support/schedule.rs`)
+//! from the pattern, tempo and sample rate: exact note-on samples for any block size, sample rate
+//! and tempo; tempo changes, stops, seeks and loop jumps; pattern switches on the bar line; the
+//! play settings; the free-running clock; random transports that never leave a note hanging; and
+//! nice-plug's `assert_process_allocs` allocator (installed in every debug build that links the
+//! plugin) that aborts if `process` allocates or frees.
 
 use drumvae::groove::{STEPS, VOICES};
 use drumvae::sequencer::{NoteEvent, Sequencer, Settings, SwitchAt, Transport};
@@ -12,65 +12,10 @@ use nice_assert_no_alloc::assert_no_alloc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-// ---------------------------------------------------------------------------------------------
-// The independent schedule.
-
-/// A note-on as the schedule predicts it: absolute sample, pitch, velocity, channel.
-type On = (u64, u8, u8, u8);
-
-fn samples_per_beat(tempo: f64, sample_rate: f64) -> f64 {
-    60.0 / tempo * sample_rate
-}
-
-/// Every note-on the pattern makes, for a clock that is at `from_beat` on absolute sample
-/// `from_sample` and runs at `tempo`: hits at or after `from_beat` and before `until_sample`.
-/// Loops are walked explicitly: pattern step `s` of loop `l` is song step `64 l + s + 16 bar_offset`.
-fn schedule(
-    pattern: &Pattern,
-    settings: &Settings,
-    sample_rate: f64,
-    tempo: f64,
-    from_beat: f64,
-    from_sample: u64,
-    until_sample: u64,
-) -> Vec<On> {
-    let spb = samples_per_beat(tempo, sample_rate);
-    let until_beat = from_beat + (until_sample - from_sample) as f64 / spb;
-    let first_loop = (from_beat / 16.0).floor() as i64 - 2;
-    let last_loop = (until_beat / 16.0).ceil() as i64 + 2;
-    let mut ons = Vec::new();
-    for l in first_loop..=last_loop {
-        for s in 0..STEPS {
-            let song_step = 64 * l + s as i64 + 16 * i64::from(settings.bar_offset);
-            for v in 0..VOICES {
-                let c = pattern.cells[s][v];
-                if !c.hit || settings.mutes[v] {
-                    continue;
-                }
-                let swing = if song_step.rem_euclid(2) == 1 {
-                    f64::from(settings.swing) * (1.0 / 3.0)
-                } else {
-                    0.0
-                };
-                let beat = ((song_step as f64
-                    + f64::from(c.offset) * f64::from(settings.timing_amount))
-                    + swing)
-                    / 4.0;
-                if beat < from_beat {
-                    continue;
-                }
-                let at = from_sample as i64 + ((beat - from_beat) * spb).round() as i64;
-                if at >= until_sample as i64 {
-                    continue;
-                }
-                let velocity = (c.velocity * settings.velocity_scale * 127.0).round() as u8;
-                ons.push((at as u64, settings.pitches[v], velocity, settings.channel));
-            }
-        }
-    }
-    ons.sort_unstable();
-    ons
-}
+// The independent schedule, shared with tests/plugin_clap.rs.
+#[path = "support/schedule.rs"]
+mod schedule;
+use schedule::{On, samples_per_beat, schedule};
 
 // ---------------------------------------------------------------------------------------------
 // A simulated host.

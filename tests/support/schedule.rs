@@ -1,0 +1,112 @@
+//! The independent analytic schedule the sequencer tests (`tests/sequencer.rs`) and the plugin
+//! tests (`tests/plugin_clap.rs`) compare against: which hits a looped [`Pattern`] makes on the
+//! song timeline, at which beat, and at which sample a clock running at a steady tempo puts them.
+//! Written from the timing rules in `src/sequencer.rs`'s documentation, not from its code:
+//!
+//! - song 16th step `k` plays pattern step `(k - 16 * bar_offset) mod 64`;
+//! - a hit with offset `o` sounds at beat `((k + o * timing) + swing_shift(k)) / 4`, where
+//!   `swing_shift(k) = swing / 3` for odd `k`, else 0;
+//! - a beat `b` sounds at sample `anchor_sample + round((b - anchor_beat) * 60 / tempo * rate)`
+//!   (`f64::round`: half away from zero);
+//! - the MIDI velocity is `round(cell velocity * velocity_scale * 127)`, clamped to 127; muted
+//!   voices and hits whose velocity rounds to 0 do not play.
+#![allow(dead_code)]
+
+use std::ops::Range;
+
+use drumvae::Pattern;
+use drumvae::groove::{STEPS, VOICES};
+use drumvae::sequencer::Settings;
+
+/// A note-on as the schedule predicts it: absolute sample, pitch, velocity, channel.
+pub type On = (u64, u8, u8, u8);
+
+/// One audible hit of the looped pattern on the song timeline.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hit {
+    /// Song 16th step (the grid position it belongs to, before offsets and swing).
+    pub step: i64,
+    /// When it sounds, in quarter notes on the song timeline.
+    pub beat: f64,
+    pub pitch: u8,
+    pub velocity: u8,
+    pub channel: u8,
+}
+
+pub fn samples_per_beat(tempo: f64, sample_rate: f64) -> f64 {
+    60.0 / tempo * sample_rate
+}
+
+/// Every audible hit of `pattern`, looped on the song timeline, whose song step lies in `steps`,
+/// in step order.
+pub fn hits(pattern: &Pattern, settings: &Settings, steps: Range<i64>) -> Vec<Hit> {
+    let mut out = Vec::new();
+    for song_step in steps {
+        let s = (song_step - 16 * i64::from(settings.bar_offset)).rem_euclid(STEPS as i64) as usize;
+        for v in 0..VOICES {
+            let c = pattern.cells[s][v];
+            if !c.hit || settings.mutes[v] {
+                continue;
+            }
+            let swing = if song_step.rem_euclid(2) == 1 {
+                f64::from(settings.swing) * (1.0 / 3.0)
+            } else {
+                0.0
+            };
+            let beat = ((song_step as f64
+                + f64::from(c.offset) * f64::from(settings.timing_amount))
+                + swing)
+                / 4.0;
+            let velocity = (c.velocity * settings.velocity_scale * 127.0)
+                .round()
+                .clamp(0.0, 127.0) as u8;
+            if velocity == 0 {
+                continue;
+            }
+            out.push(Hit {
+                step: song_step,
+                beat,
+                pitch: settings.pitches[v],
+                velocity,
+                channel: settings.channel,
+            });
+        }
+    }
+    out
+}
+
+/// The song steps whose hits can sound between two beats: offsets and swing move a hit by less
+/// than 2 1/3 steps, so a margin of 4 steps either way is plenty.
+pub fn steps_around(from_beat: f64, until_beat: f64) -> Range<i64> {
+    (from_beat * 4.0).floor() as i64 - 4..(until_beat * 4.0).ceil() as i64 + 4
+}
+
+/// The sample a beat sounds at, for a clock that is at `anchor_beat` on `anchor_sample`.
+pub fn sample_at(beat: f64, anchor_beat: f64, anchor_sample: u64, spb: f64) -> i64 {
+    anchor_sample as i64 + ((beat - anchor_beat) * spb).round() as i64
+}
+
+/// Every note-on the pattern makes, for a clock that is at `from_beat` on absolute sample
+/// `from_sample` and runs at `tempo`: hits at or after `from_beat` and before `until_sample`,
+/// sorted.
+pub fn schedule(
+    pattern: &Pattern,
+    settings: &Settings,
+    sample_rate: f64,
+    tempo: f64,
+    from_beat: f64,
+    from_sample: u64,
+    until_sample: u64,
+) -> Vec<On> {
+    let spb = samples_per_beat(tempo, sample_rate);
+    let until_beat = from_beat + (until_sample - from_sample) as f64 / spb;
+    let mut ons: Vec<On> = hits(pattern, settings, steps_around(from_beat, until_beat))
+        .into_iter()
+        .filter(|h| h.beat >= from_beat)
+        .map(|h| (sample_at(h.beat, from_beat, from_sample, spb), h))
+        .filter(|&(at, _)| at < until_sample as i64)
+        .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
+        .collect();
+    ons.sort_unstable();
+    ons
+}
