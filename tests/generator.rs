@@ -1,0 +1,208 @@
+//! The plugin's worker thread, driven through its real API: it publishes the decode of the
+//! current point through the wait-free hand-off, follows control changes, keeps the current model
+//! when a user's file fails to load (and says why), encodes MIDI files into corners, and is joined
+//! on stop, handing its model back.
+
+use candle_core::Device;
+use drumvae::generator::{
+    Command, Controls, Engine, Generator, PatternReceiver, Point, Slot, Slots,
+};
+use drumvae::model::DeviceRequest;
+use drumvae::Pattern;
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Controls a test can change while the worker runs.
+#[derive(Default)]
+struct TestControls {
+    point: Mutex<Point>,
+    model: Mutex<Option<PathBuf>>,
+}
+
+impl Controls for TestControls {
+    fn point(&self) -> Point {
+        self.point.lock().clone()
+    }
+    fn model_path(&self) -> Option<PathBuf> {
+        self.model.lock().clone()
+    }
+    fn set_slot(&self, index: usize, slot: Slot) {
+        self.point.lock().slots.0[index] = slot;
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn start(controls: &Arc<TestControls>) -> (Generator, PatternReceiver) {
+    let c: Arc<dyn Controls> = controls.clone();
+    Generator::spawn(c, DeviceRequest::Cpu, None).expect("thread starts")
+}
+
+/// Polls the receiver (as the audio thread does every block) until a pattern arrives.
+fn next_pattern(rx: &mut PatternReceiver) -> Pattern {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(p) = rx.take_new() {
+            return *p;
+        }
+        assert!(Instant::now() < deadline, "no pattern was published");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn reference(point: &Point) -> Pattern {
+    Engine::embedded(&Device::Cpu)
+        .unwrap()
+        .decode(point)
+        .unwrap()
+        .0
+}
+
+#[test]
+fn publishes_the_decode_of_the_current_point_and_follows_changes() {
+    let controls = Arc::new(TestControls::default());
+    let (generator, mut rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let first = next_pattern(&mut rx);
+    assert_eq!(first, reference(&Point::default()));
+    assert!(rx.take_new().is_none(), "a pattern is delivered once");
+
+    let moved = Point {
+        x: 1.0,
+        y: 0.5,
+        ..Point::default()
+    };
+    *controls.point.lock() = moved.clone();
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let second = next_pattern(&mut rx);
+    assert_eq!(second, reference(&moved));
+    assert_ne!(first, second, "the two points must sound different");
+    let status = generator.status();
+    assert_eq!(status.generation, 2);
+    assert_eq!(status.device, "cpu");
+    assert!(status.last_decode.is_some());
+}
+
+#[test]
+fn a_broken_model_file_keeps_the_current_model_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.safetensors");
+    std::fs::write(&broken, b"not a model at all").unwrap();
+    let controls = Arc::new(TestControls::default());
+    let (generator, mut rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let before = next_pattern(&mut rx);
+
+    *controls.model.lock() = Some(broken.clone());
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let status = generator.status();
+    assert!(
+        status.messages.iter().any(|m| m.contains("broken.safetensors")
+            && m.contains("keeping model drumvae-small-3epoch")),
+        "{:?}",
+        status.messages
+    );
+    assert_eq!(status.model, "drumvae-small-3epoch.safetensors");
+    // Still plays the same groove with the kept model.
+    assert_eq!(next_pattern(&mut rx), before);
+}
+
+#[test]
+fn a_missing_model_file_at_start_falls_back_to_the_embedded_model() {
+    let controls = Arc::new(TestControls::default());
+    *controls.model.lock() = Some(PathBuf::from("/nonexistent/model.safetensors"));
+    let (generator, mut rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    assert_eq!(next_pattern(&mut rx), reference(&Point::default()));
+    let messages = generator.status().messages;
+    assert!(
+        messages.iter().any(|m| m.contains("/nonexistent/model.safetensors")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn loading_a_midi_file_into_a_corner_encodes_it_and_moves_the_pattern() {
+    let controls = Arc::new(TestControls::default());
+    let (generator, mut rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let before = next_pattern(&mut rx);
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/example_groove.mid");
+    generator
+        .send(Command::LoadMidi {
+            slot: 0,
+            path: file,
+            window: 0,
+        })
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !matches!(controls.point().slots.0[0], Slot::File { .. }) {
+        assert!(Instant::now() < deadline, "the corner was not filled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let after = next_pattern(&mut rx);
+    assert_ne!(before, after);
+    assert_eq!(after, reference(&controls.point()));
+
+    // A broken file leaves the corner as it is and reports.
+    let kept = controls.point().slots.clone();
+    generator
+        .send(Command::LoadMidi {
+            slot: 1,
+            path: PathBuf::from("/nonexistent.mid"),
+            window: 0,
+        })
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !generator
+        .status()
+        .messages
+        .iter()
+        .any(|m| m.contains("/nonexistent.mid") && m.contains("corner B"))
+    {
+        assert!(Instant::now() < deadline, "no report");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(controls.point().slots, kept);
+}
+
+#[test]
+fn stop_joins_the_thread_and_hands_back_the_model_for_reuse() {
+    let controls = Arc::new(TestControls::default());
+    let (generator, _rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let engine = generator.stop().expect("the worker returns its model");
+    assert_eq!(engine.name(), "drumvae-small-3epoch.safetensors");
+    // A new worker reuses it and plays at once.
+    let c: Arc<dyn Controls> = controls.clone();
+    let (generator, mut rx) = Generator::spawn(c, DeviceRequest::Cpu, Some(engine)).unwrap();
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    assert_eq!(next_pattern(&mut rx), reference(&Point::default()));
+}
+
+#[test]
+fn slots_from_another_model_fall_back_to_a_seed_and_warn() {
+    let controls = Arc::new(TestControls::default());
+    controls.point.lock().slots = Slots([
+        Slot::File {
+            name: "old.mid".into(),
+            z: vec![0.5; 3],
+        },
+        Slot::Seed { seed: 1 },
+        Slot::Seed { seed: 2 },
+        Slot::Seed { seed: 3 },
+    ]);
+    let (generator, mut rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    next_pattern(&mut rx);
+    let messages = generator.status().messages;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("old.mid") && m.contains("3 latent dimensions")),
+        "{messages:?}"
+    );
+}
