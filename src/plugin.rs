@@ -75,6 +75,24 @@ fn transport_of(host: &nice_plug::prelude::Transport, sample_rate: f64) -> Trans
     }
 }
 
+/// The note work of one `process()` call, apart from the host types: takes the newest pattern
+/// from the worker, reads the parameters and runs the sequencer. Public so the `plugin`
+/// benchmark measures exactly what the audio thread runs.
+pub fn play_block(
+    params: &DrumVaeParams,
+    sequencer: &mut Sequencer,
+    patterns: Option<&mut PatternReceiver>,
+    transport: &Transport,
+    frames: u32,
+    out: &mut impl FnMut(SeqEvent),
+) {
+    if let Some(pattern) = patterns.and_then(|p| p.take_new()) {
+        sequencer.set_pattern_pending(*pattern);
+    }
+    let settings = params.settings();
+    sequencer.process(transport, frames, &settings, out);
+}
+
 fn to_host_event(e: SeqEvent) -> PluginNoteEvent<DrumVae> {
     let velocity = f32::from(e.velocity) / 127.0;
     if e.on {
@@ -168,19 +186,21 @@ impl Plugin for DrumVae {
         for channel in buffer.as_slice() {
             channel.fill(0.0);
         }
-        if let Some(pattern) = self.patterns.as_mut().and_then(|p| p.take_new()) {
-            self.sequencer.set_pattern_pending(*pattern);
-        }
         let transport = transport_of(context.transport(), self.sample_rate);
-        let settings = self.params.settings();
         let frames = buffer.samples() as u32;
         let mut dropped = 0;
-        self.sequencer
-            .process(&transport, frames, &settings, &mut |event| {
+        play_block(
+            &self.params,
+            &mut self.sequencer,
+            self.patterns.as_mut(),
+            &transport,
+            frames,
+            &mut |event| {
                 if context.try_send_event(to_host_event(event)).is_err() {
                     dropped += 1;
                 }
-            });
+            },
+        );
         self.dropped_events += dropped;
         ProcessStatus::KeepAlive
     }

@@ -4,11 +4,11 @@
 //! on stop, handing its model back.
 
 use candle_core::Device;
+use drumvae::Pattern;
 use drumvae::generator::{
     Command, Controls, Engine, Generator, PatternReceiver, Point, Slot, Slots,
 };
 use drumvae::model::DeviceRequest;
-use drumvae::Pattern;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,8 +99,11 @@ fn a_broken_model_file_keeps_the_current_model_and_says_why() {
     assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
     let status = generator.status();
     assert!(
-        status.messages.iter().any(|m| m.contains("broken.safetensors")
-            && m.contains("keeping model drumvae-small-3epoch")),
+        status
+            .messages
+            .iter()
+            .any(|m| m.contains("broken.safetensors")
+                && m.contains("keeping model drumvae-small-3epoch")),
         "{:?}",
         status.messages
     );
@@ -118,7 +121,9 @@ fn a_missing_model_file_at_start_falls_back_to_the_embedded_model() {
     assert_eq!(next_pattern(&mut rx), reference(&Point::default()));
     let messages = generator.status().messages;
     assert!(
-        messages.iter().any(|m| m.contains("/nonexistent/model.safetensors")),
+        messages
+            .iter()
+            .any(|m| m.contains("/nonexistent/model.safetensors")),
         "{messages:?}"
     );
 }
