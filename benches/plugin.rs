@@ -1,5 +1,5 @@
 //! The plugin's costs (criterion, release):
-//! - `process/core_512`: what the audio thread runs per 512-sample block ([`play_block`]: take
+//! - `process/core_512`: what the audio thread runs per 512-sample block ([`Player::play_block`]: take
 //!   the newest pattern, read the parameters, run the sequencer) with a busy groove at 120 BPM,
 //!   48 kHz, playing;
 //! - `process/clap_512`: the whole plugin through the CLAP ABI (clack-host loads the release
@@ -22,8 +22,8 @@ use criterion::{Criterion, criterion_group};
 use drumvae::generator::{Controls, Engine, Generator, Point, Slot};
 use drumvae::model::DeviceRequest;
 use drumvae::plugin::params::{DrumVaeParams, ParamControls};
-use drumvae::plugin::play_block;
-use drumvae::sequencer::{Sequencer, Transport};
+use drumvae::plugin::player::{PlayState, Player};
+use drumvae::sequencer::Transport;
 use parking_lot::Mutex;
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -35,14 +35,16 @@ const BLOCK: u32 = 512;
 
 fn process_core(c: &mut Criterion) {
     let params = Arc::new(DrumVaeParams::default());
-    let (generator, mut patterns) = Generator::spawn(
+    let (generator, patterns) = Generator::spawn(
         Arc::new(ParamControls(params.clone())),
         DeviceRequest::Cpu,
         None,
     )
     .unwrap();
     assert!(generator.wait_until_settled(&ParamControls(params.clone()), Duration::from_secs(30)));
-    let mut sequencer = Sequencer::new();
+    let mut player = Player::default();
+    player.patterns = Some(patterns);
+    let state = PlayState::default();
     let mut pos = 0.0f64;
     let beats_per_block = f64::from(BLOCK) / (60.0 / 120.0 * RATE);
     let mut events = 0u64;
@@ -54,16 +56,9 @@ fn process_core(c: &mut Criterion) {
                 pos_beats: Some(pos),
                 sample_rate: RATE,
             };
-            play_block(
-                &params,
-                &mut sequencer,
-                Some(&mut patterns),
-                black_box(&transport),
-                BLOCK,
-                &mut |e| {
-                    events += u64::from(e.on);
-                },
-            );
+            player.play_block(&params, &state, black_box(&transport), BLOCK, &mut |e| {
+                events += u64::from(e.on);
+            });
             pos += beats_per_block;
         })
     });

@@ -23,11 +23,14 @@ pub use slots::{SLOT_COUNT, SLOT_NAMES, Slot, Slots};
 
 use crate::groove::Pattern;
 use crate::model::{DeviceRequest, select_device};
+use crate::render::{self, Automation, RenderOptions};
+use crate::sequencer::Settings;
 use candle_core::Device;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
 use parking_lot::{Condvar, Mutex};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,9 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 pub const COMMAND_CAPACITY: usize = 16;
 /// Messages kept in [`Status::messages`] (oldest dropped first).
 pub const MAX_MESSAGES: usize = 32;
+/// Published patterns kept in [`Status::recent`], so the editor can show the playing one and the
+/// one waiting for the bar line.
+pub const RECENT_PATTERNS: usize = 8;
 
 /// What the worker reads from its owner on every wake. The plugin implements it over its
 /// parameters and persisted fields; the worker calls it, never the audio thread.
@@ -60,8 +66,14 @@ pub enum Command {
         path: PathBuf,
         window: usize,
     },
-    /// Finish and return the model to [`Generator::stop`].
-    Shutdown,
+    /// Write what the plugin plays now to a `.mid` file: `bars` bars from the song start, with
+    /// the current point, at `tempo_bpm`, played with `settings`.
+    Export {
+        path: PathBuf,
+        bars: u32,
+        tempo_bpm: f64,
+        settings: Settings,
+    },
 }
 
 /// The worker's state as the GUI and tests see it.
@@ -71,6 +83,8 @@ pub struct Status {
     pub model: String,
     /// "cpu" or "cuda".
     pub device: String,
+    /// Styles the loaded model offers as corners.
+    pub styles: Vec<String>,
     /// The model request the loaded model answers (the path the user chose, or `None`).
     pub model_request: Option<PathBuf>,
     /// The last point the worker finished with (decoded, or failed on).
@@ -79,6 +93,8 @@ pub struct Status {
     pub pattern: Option<(Point, Pattern)>,
     /// Patterns published so far.
     pub generation: u64,
+    /// The last [`RECENT_PATTERNS`] patterns published, with their generation, oldest first.
+    pub recent: Vec<(u64, Pattern)>,
     /// Time the last decode took.
     pub last_decode: Option<Duration>,
     /// Warnings and errors for the user (model files that failed to load, device fallbacks,
@@ -114,13 +130,19 @@ pub struct PatternReceiver {
 impl PatternReceiver {
     /// The newest pattern the worker has published since the last call, if any.
     pub fn take_new(&mut self) -> Option<&Pattern> {
+        self.take_new_with_generation().map(|(_, p)| p)
+    }
+
+    /// As [`PatternReceiver::take_new`], with the pattern's generation (its number in
+    /// [`Status::recent`]).
+    pub fn take_new_with_generation(&mut self) -> Option<(u64, &Pattern)> {
         self.output.update();
         let published = self.output.output_buffer();
         if published.generation == self.seen {
             return None;
         }
         self.seen = published.generation;
-        Some(&published.pattern)
+        Some((published.generation, &published.pattern))
     }
 }
 
@@ -129,54 +151,37 @@ struct Shared {
     settled: Condvar,
 }
 
-/// The worker thread and its command queue.
-pub struct Generator {
+/// The command queue and status that outlive any one worker: the plugin keeps one for its whole
+/// life so the editor can queue commands while the plugin is inactive and keeps seeing messages
+/// across reactivations. Cloning shares it.
+#[derive(Clone)]
+pub struct Link {
     commands: Sender<Command>,
+    inbox: Receiver<Command>,
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<Option<Engine>>>,
 }
 
-impl Generator {
-    /// Starts the worker. `engine` reuses a model returned by an earlier [`Generator::stop`] (so
-    /// a host that deactivates and reactivates does not reload it); with `None` the worker loads
-    /// the model the controls ask for, on the device `device` selects.
-    pub fn spawn(
-        controls: Arc<dyn Controls>,
-        device: DeviceRequest,
-        engine: Option<Engine>,
-    ) -> std::io::Result<(Generator, PatternReceiver)> {
+impl Default for Link {
+    fn default() -> Self {
+        Link::new()
+    }
+}
+
+impl Link {
+    /// An empty queue and status.
+    pub fn new() -> Link {
         let (commands, inbox) = bounded(COMMAND_CAPACITY);
-        let (input, output) = triple_buffer::triple_buffer(&Published {
-            pattern: Pattern::default(),
-            generation: 0,
-        });
-        let shared = Arc::new(Shared {
-            status: Mutex::new(Status::default()),
-            settled: Condvar::new(),
-        });
-        let worker = Worker {
-            controls,
-            device,
-            engine,
+        Link {
+            commands,
             inbox,
-            output: input,
-            shared: shared.clone(),
-            last_model_attempt: None,
-        };
-        let thread = std::thread::Builder::new()
-            .name("drumvae-worker".into())
-            .spawn(move || worker.run())?;
-        Ok((
-            Generator {
-                commands,
-                shared,
-                thread: Some(thread),
-            },
-            PatternReceiver { output, seen: 0 },
-        ))
+            shared: Arc::new(Shared {
+                status: Mutex::new(Status::default()),
+                settled: Condvar::new(),
+            }),
+        }
     }
 
-    /// Queues a command without blocking; fails when the queue is full or the worker is gone.
+    /// Queues a command without blocking; fails when the queue is full.
     pub fn send(&self, command: Command) -> Result<(), TrySendError<Command>> {
         self.commands.try_send(command)
     }
@@ -184,6 +189,11 @@ impl Generator {
     /// A copy of the worker's status.
     pub fn status(&self) -> Status {
         self.shared.status.lock().clone()
+    }
+
+    /// Runs `f` on the status under its lock (cheaper than a copy, for the editor's frames).
+    pub fn with_status<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        f(&self.shared.status.lock())
     }
 
     /// Waits until the worker has settled on the point `controls` give now (decoded it, or failed
@@ -210,6 +220,90 @@ impl Generator {
             }
         }
     }
+}
+
+/// The worker thread.
+pub struct Generator {
+    link: Link,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<Engine>>>,
+}
+
+impl Generator {
+    /// Starts the worker. `engine` reuses a model returned by an earlier [`Generator::stop`] (so
+    /// a host that deactivates and reactivates does not reload it); with `None` the worker loads
+    /// the model the controls ask for, on the device `device` selects.
+    pub fn spawn(
+        controls: Arc<dyn Controls>,
+        device: DeviceRequest,
+        engine: Option<Engine>,
+    ) -> std::io::Result<(Generator, PatternReceiver)> {
+        Generator::spawn_with(controls, device, engine, Link::new())
+    }
+
+    /// As [`Generator::spawn`], over an existing [`Link`].
+    pub fn spawn_with(
+        controls: Arc<dyn Controls>,
+        device: DeviceRequest,
+        engine: Option<Engine>,
+        link: Link,
+    ) -> std::io::Result<(Generator, PatternReceiver)> {
+        let (input, output) = triple_buffer::triple_buffer(&Published {
+            pattern: Pattern::default(),
+            generation: 0,
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        // A new worker starts from a clean slate: its first pattern must be published even if
+        // an earlier worker had settled on the same point.
+        let reused = engine.is_some();
+        let answered = {
+            let mut status = link.shared.status.lock();
+            status.settled = None;
+            status.model_request.clone()
+        };
+        let worker = Worker {
+            controls,
+            device,
+            engine,
+            inbox: link.inbox.clone(),
+            output: input,
+            shared: link.shared.clone(),
+            stop: stop.clone(),
+            // A reused model answers the request it was loaded for.
+            last_model_attempt: reused.then_some(answered),
+        };
+        let thread = std::thread::Builder::new()
+            .name("drumvae-worker".into())
+            .spawn(move || worker.run())?;
+        Ok((
+            Generator {
+                link,
+                stop,
+                thread: Some(thread),
+            },
+            PatternReceiver { output, seen: 0 },
+        ))
+    }
+
+    /// The queue and status this worker serves.
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    /// Queues a command without blocking; fails when the queue is full.
+    pub fn send(&self, command: Command) -> Result<(), TrySendError<Command>> {
+        self.link.send(command)
+    }
+
+    /// A copy of the worker's status.
+    pub fn status(&self) -> Status {
+        self.link.status()
+    }
+
+    /// See [`Link::wait_until_settled`].
+    pub fn wait_until_settled(&self, controls: &dyn Controls, timeout: Duration) -> bool {
+        self.link.wait_until_settled(controls, timeout)
+    }
 
     /// Stops and joins the worker, returning its model for reuse.
     pub fn stop(mut self) -> Option<Engine> {
@@ -218,9 +312,9 @@ impl Generator {
 
     fn join(&mut self) -> Option<Engine> {
         let thread = self.thread.take()?;
-        // A full queue still wakes the worker within one poll; dropping the sender below also
-        // ends it.
-        let _ = self.commands.try_send(Command::Shutdown);
+        self.stop.store(true, Ordering::Release);
+        // Wakes it now instead of at the next poll (a full queue wakes it anyway).
+        let _ = self.link.send(Command::Wake);
         thread.join().ok().flatten()
     }
 }
@@ -238,19 +332,28 @@ struct Worker {
     inbox: Receiver<Command>,
     output: triple_buffer::Input<Published>,
     shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
     /// The model request last tried, so a broken file is reported once, not on every poll.
     last_model_attempt: Option<Option<PathBuf>>,
 }
 
 impl Worker {
     fn run(mut self) -> Option<Engine> {
-        loop {
+        while !self.stop.load(Ordering::Acquire) {
             match self.inbox.recv_timeout(POLL_INTERVAL) {
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break,
                 Ok(Command::LoadMidi { slot, path, window }) => self.load_midi(slot, &path, window),
+                Ok(Command::Export {
+                    path,
+                    bars,
+                    tempo_bpm,
+                    settings,
+                }) => self.export(&path, bars, tempo_bpm, settings),
                 Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
             }
-            self.refresh();
+            if !self.stop.load(Ordering::Acquire) {
+                self.refresh();
+            }
         }
         self.engine
     }
@@ -322,6 +425,7 @@ impl Worker {
         if let Some(engine) = &self.engine {
             status.model = engine.name().to_string();
             status.device = device_name(engine.device()).to_string();
+            status.styles = engine.style_names().map(str::to_string).collect();
         }
         // A new model means the current point must be decoded again.
         status.settled = None;
@@ -380,6 +484,11 @@ impl Worker {
                 generation: status.generation,
             });
             status.pattern = Some((point.clone(), pattern));
+            let generation = status.generation;
+            if status.recent.len() == RECENT_PATTERNS {
+                status.recent.remove(0);
+            }
+            status.recent.push((generation, pattern));
             status.last_decode = took;
         }
         status.settled = Some(point);
@@ -404,6 +513,34 @@ impl Worker {
                 SLOT_NAMES[slot]
             )),
         }
+    }
+}
+
+impl Worker {
+    fn export(&mut self, path: &Path, bars: u32, tempo_bpm: f64, settings: Settings) {
+        let Some(engine) = &self.engine else {
+            self.report("no model is loaded, so nothing can be exported".to_string());
+            return;
+        };
+        let point = self.controls.point();
+        let opts = RenderOptions {
+            tempo_bpm,
+            bars,
+            sample_rate: 48_000.0,
+            block_size: 512,
+            morph_x: Automation::constant(point.x),
+            morph_y: Automation::constant(point.y),
+            point,
+            settings,
+        };
+        let written = render::render(engine, &opts).and_then(|r| {
+            crate::atomic_file::write(path, &render::to_midi(&r, &opts, 960))
+                .map_err(anyhow::Error::from)
+        });
+        self.report(match written {
+            Ok(()) => format!("exported {bars} bars to {}", path.display()),
+            Err(e) => format!("could not export to {}: {e:#}", path.display()),
+        });
     }
 }
 

@@ -8,14 +8,18 @@
 //! which only route MIDI out of instruments (Ableton Live, FL Studio, Cubase) accept it on an
 //! instrument track; hosts that understand CLAP note effects use it as such.
 
+#[cfg(feature = "editor")]
+pub mod editor;
 pub mod params;
+pub mod player;
 
-use crate::generator::{Engine, Generator, PatternReceiver};
+use crate::generator::{Engine, Generator, Link};
 use crate::model::DeviceRequest;
-use crate::sequencer::{NoteEvent as SeqEvent, Sequencer, Transport};
+use crate::sequencer::{NoteEvent as SeqEvent, Transport};
 use nice_plug::midi::{Channel, Key, VoiceID};
 use nice_plug::prelude::*;
 use params::{DrumVaeParams, ParamControls};
+use player::{PlayState, Player};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,11 +30,14 @@ const FIRST_PATTERN_TIMEOUT: Duration = Duration::from_secs(5);
 /// The plugin instance.
 pub struct DrumVae {
     params: Arc<DrumVaeParams>,
-    sequencer: Sequencer,
+    /// The sequencer and, while active, the audio thread's end of the pattern hand-off.
+    player: Player,
+    /// What is playing, for the editor.
+    play_state: Arc<PlayState>,
+    /// Commands and status shared by every worker this instance starts, and the editor.
+    link: Link,
     /// The worker, while active.
     generator: Option<Generator>,
-    /// The audio thread's end of the pattern hand-off, while active.
-    patterns: Option<PatternReceiver>,
     /// The model kept between deactivation and the next activation.
     engine: Option<Engine>,
     sample_rate: f64,
@@ -42,9 +49,10 @@ impl Default for DrumVae {
     fn default() -> Self {
         DrumVae {
             params: Arc::new(DrumVaeParams::default()),
-            sequencer: Sequencer::new(),
+            player: Player::default(),
+            play_state: Arc::new(PlayState::default()),
+            link: Link::new(),
             generator: None,
-            patterns: None,
             engine: None,
             sample_rate: 48_000.0,
             dropped_events: 0,
@@ -54,7 +62,7 @@ impl Default for DrumVae {
 
 impl DrumVae {
     fn stop_worker(&mut self) {
-        self.patterns = None;
+        self.player.patterns = None;
         if let Some(generator) = self.generator.take() {
             self.engine = generator.stop();
         }
@@ -73,24 +81,6 @@ fn transport_of(host: &nice_plug::prelude::Transport, sample_rate: f64) -> Trans
         pos_beats,
         sample_rate,
     }
-}
-
-/// The note work of one `process()` call, apart from the host types: takes the newest pattern
-/// from the worker, reads the parameters and runs the sequencer. Public so the `plugin`
-/// benchmark measures exactly what the audio thread runs.
-pub fn play_block(
-    params: &DrumVaeParams,
-    sequencer: &mut Sequencer,
-    patterns: Option<&mut PatternReceiver>,
-    transport: &Transport,
-    frames: u32,
-    out: &mut impl FnMut(SeqEvent),
-) {
-    if let Some(pattern) = patterns.and_then(|p| p.take_new()) {
-        sequencer.set_pattern_pending(*pattern);
-    }
-    let settings = params.settings();
-    sequencer.process(transport, frames, &settings, out);
 }
 
 fn to_host_event(e: SeqEvent) -> PluginNoteEvent<DrumVae> {
@@ -130,12 +120,24 @@ impl Plugin for DrumVae {
     const MIDI_OUTPUT: MidiConfig = MidiConfig::Basic;
     const SAMPLE_ACCURATE_AUTOMATION: bool = false;
 
+    #[cfg(feature = "editor")]
+    type Editor = nice_plug_egui::EguiEditor<editor::EditorApp>;
+    #[cfg(not(feature = "editor"))]
     type Editor = ();
     type SysExMessage = ();
     type BackgroundTask = ();
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    #[cfg(feature = "editor")]
+    fn editor(&mut self, _executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        editor::create(
+            self.params.clone(),
+            self.link.clone(),
+            self.play_state.clone(),
+        )
     }
 
     fn activate(
@@ -149,10 +151,11 @@ impl Plugin for DrumVae {
         // model, so the hand-off starts fresh and the restored point is decoded before playing.
         self.stop_worker();
         let controls = ParamControls(self.params.clone());
-        let spawned = Generator::spawn(
+        let spawned = Generator::spawn_with(
             Arc::new(ParamControls(self.params.clone())),
             DeviceRequest::Auto,
             self.engine.take(),
+            self.link.clone(),
         );
         match spawned {
             Ok((generator, patterns)) => {
@@ -163,7 +166,7 @@ impl Plugin for DrumVae {
                     nice_warn!("DrumVAE: {message}");
                 }
                 self.generator = Some(generator);
-                self.patterns = Some(patterns);
+                self.player.patterns = Some(patterns);
                 true
             }
             Err(e) => {
@@ -174,7 +177,7 @@ impl Plugin for DrumVae {
     }
 
     fn reset(&mut self) {
-        self.sequencer.reset();
+        self.player.reset();
     }
 
     fn process(
@@ -189,10 +192,9 @@ impl Plugin for DrumVae {
         let transport = transport_of(context.transport(), self.sample_rate);
         let frames = buffer.samples() as u32;
         let mut dropped = 0;
-        play_block(
+        self.player.play_block(
             &self.params,
-            &mut self.sequencer,
-            self.patterns.as_mut(),
+            &self.play_state,
             &transport,
             frames,
             &mut |event| {

@@ -10,6 +10,10 @@ use nice_plug::prelude::*;
 use parking_lot::RwLock;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+
+/// Default editor size, logical pixels.
+pub const EDITOR_SIZE: (u32, u32) = (1060, 700);
 
 /// Range of the sampling seed parameter.
 pub const MAX_SEED: i32 = 9_999;
@@ -52,6 +56,15 @@ pub struct DrumVaeParams {
     /// the session still names it) and the embedded model plays; the worker reports why.
     #[persist = "model"]
     pub model_path: Arc<RwLock<Option<PathBuf>>>,
+    /// The corner selected in the editor.
+    #[persist = "selected-slot"]
+    pub selected_slot: Arc<AtomicUsize>,
+    /// The editor's size (logical pixels), restored when it opens again.
+    #[persist = "editor-size"]
+    pub editor_size: Arc<RwLock<(u32, u32)>>,
+    /// The corner being auditioned alone (0..4), or -1: the editor's "solo" button. Not saved:
+    /// a session always reopens on the pad position.
+    pub audition: Arc<AtomicI32>,
 
     #[id = "mx"]
     pub morph_x: FloatParam,
@@ -156,6 +169,9 @@ impl Default for DrumVaeParams {
         DrumVaeParams {
             slots: Arc::new(RwLock::new(Slots::default())),
             model_path: Arc::new(RwLock::new(None)),
+            selected_slot: Arc::new(AtomicUsize::new(0)),
+            editor_size: Arc::new(RwLock::new(EDITOR_SIZE)),
+            audition: Arc::new(AtomicI32::new(-1)),
             morph_x: unit("Morph X", 0.0),
             morph_y: unit("Morph Y", 0.0),
             temperature: FloatParam::new(
@@ -238,7 +254,8 @@ impl Default for DrumVaeParams {
 }
 
 impl DrumVaeParams {
-    fn mutes(&self) -> [&BoolParam; VOICES] {
+    /// The per-voice mute parameters, in model order.
+    pub fn mute_params(&self) -> [&BoolParam; VOICES] {
         [
             &self.mute_kick,
             &self.mute_snare,
@@ -252,7 +269,8 @@ impl DrumVaeParams {
         ]
     }
 
-    fn keys(&self) -> [&IntParam; VOICES] {
+    /// The per-voice note parameters, in model order.
+    pub fn key_params(&self) -> [&IntParam; VOICES] {
         [
             &self.key_kick,
             &self.key_snare,
@@ -271,12 +289,12 @@ impl DrumVaeParams {
     pub fn settings(&self) -> Settings {
         Settings {
             channel: (self.channel.value() - 1).clamp(0, 15) as u8,
-            pitches: self.keys().map(|k| k.value().clamp(0, 127) as u8),
+            pitches: self.key_params().map(|k| k.value().clamp(0, 127) as u8),
             timing_amount: self.timing.value(),
             swing: self.swing.value(),
             velocity_scale: self.dynamics.value(),
             note_length_steps: self.note_length.value(),
-            mutes: self.mutes().map(|m| m.value()),
+            mutes: self.mute_params().map(|m| m.value()),
             bar_offset: self.bar_offset.value(),
             switch_at: self.switch_at.value().into(),
         }
@@ -289,10 +307,15 @@ pub struct ParamControls(pub Arc<DrumVaeParams>);
 impl Controls for ParamControls {
     fn point(&self) -> Point {
         let p = &self.0;
+        // Auditioning a corner plays it alone: the pad position of that corner.
+        let (x, y) = match p.audition.load(Ordering::Relaxed) {
+            corner @ 0..=3 => ((corner % 2) as f32, (corner / 2) as f32),
+            _ => (p.morph_x.value(), p.morph_y.value()),
+        };
         Point {
             slots: p.slots.read().clone(),
-            x: p.morph_x.value(),
-            y: p.morph_y.value(),
+            x,
+            y,
             temperature: p.temperature.value(),
             density: p.density.value(),
             seed: p.seed.value().max(0) as u64,
