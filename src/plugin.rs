@@ -153,7 +153,12 @@ impl Plugin for DrumVae {
         let controls = ParamControls(self.params.clone());
         let spawned = Generator::spawn_with(
             Arc::new(ParamControls(self.params.clone())),
-            DeviceRequest::Auto,
+            // A CPU-only build has nothing to choose (and nothing to warn the user about).
+            if cfg!(feature = "cuda") {
+                DeviceRequest::Auto
+            } else {
+                DeviceRequest::Cpu
+            },
             self.engine.take(),
             self.link.clone(),
         );
