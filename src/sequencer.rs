@@ -404,11 +404,11 @@ impl Sequencer {
         self.clock = Clock::new();
     }
 
-    /// Forgets the clock and sounding notes without sending anything (the host has reset its
-    /// voices); keeps the patterns.
+    /// Forgets the clock (the host has reset or restarted processing); keeps the patterns and
+    /// the sounding notes, so the next block ends them at its sample 0 (a reset must never leave
+    /// a note hanging in the instrument downstream).
     pub fn reset(&mut self) {
         self.clock = Clock::new();
-        self.notes = SoundingNotes::new();
         self.played.clear();
     }
 

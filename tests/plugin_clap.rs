@@ -18,6 +18,10 @@
 //!   pinned: hosts store automation and sessions by them.
 //! - **Robustness.** Odd block sizes and tempo jumps between blocks never crash and never leave a
 //!   note hanging.
+//! - **Reactivation.** Notes sounding when processing stops get their note-offs in the first block
+//!   after the plugin is reactivated.
+//! - **Known problem** (an ignored test that fails today): a start or seek onto a bar line drops
+//!   that bar line's early hits.
 //!
 //! Real-time safety: debug builds of the plugin arm nice-plug's `assert_process_allocs`, so every
 //! `process()` call runs under an allocation guard that **aborts the whole test process** on any
@@ -725,18 +729,23 @@ fn loop_jumps_seeks_and_restarts_end_every_note_and_play_no_catch_up_burst() {
     let mut session = Session::new(plugin.activate(rate, 4096));
     let mut sizes = random_sizes(21, 1500);
 
-    // Checks the jump (or start) that happened at `at`: the first block ends, at its sample 0,
-    // exactly the notes that were sounding; then only the hits at or after the new position play.
-    let check_jump = |session: &Session, at: u64, sounding_before: &[(u8, u8)], what: &str| {
-        let first: Vec<&Logged> = session.log.iter().filter(|l| l.at >= at).collect();
-        let mut ended: Vec<(u8, u8)> = first
-            .iter()
-            .take_while(|l| !l.note.on && l.at == at)
-            .map(|l| (l.note.channel, l.note.key))
-            .collect();
-        ended.sort_unstable();
-        assert_eq!(ended, sounding_before, "{what}: sounding notes end at once");
-    };
+    // Checks the jump that happened at `at`: the first block ends, at its sample 0, exactly the
+    // notes that were sounding, and starts no more notes there than the analytic schedule from
+    // the new position has there (missed hits caught up would pile up on sample 0).
+    let check_jump =
+        |session: &Session, want: &[On], at: u64, sounding_before: &[(u8, u8)], what: &str| {
+            let first: Vec<&Logged> = session.log.iter().filter(|l| l.at >= at).collect();
+            let mut ended: Vec<(u8, u8)> = first
+                .iter()
+                .take_while(|l| !l.note.on && l.at == at)
+                .map(|l| (l.note.channel, l.note.key))
+                .collect();
+            ended.sort_unstable();
+            assert_eq!(ended, sounding_before, "{what}: sounding notes end at once");
+            let burst = session.ons_between(at, at + 1);
+            let due: Vec<On> = want.iter().filter(|o| o.0 == at).copied().collect();
+            assert_eq!(burst, due, "{what}: note-ons on the jump's first sample");
+        };
 
     // A two-bar host loop (beats 0..8), played three times: the host splits the block at the loop
     // end and jumps back.
@@ -790,12 +799,12 @@ fn loop_jumps_seeks_and_restarts_end_every_note_and_play_no_catch_up_burst() {
     let stopped: Vec<Block> = (0..10).map(|_| timeline.block(512, Vec::new())).collect();
     session.send(stopped);
 
-    for (at, before, what) in &checks {
-        check_jump(&session, *at, before, what);
-    }
     // Exactly the analytic hits of each stretch: nothing caught up after a jump, nothing skipped.
     let want = timeline.expected_ons(&pattern, &settings, end);
     assert!(want.len() > 100, "{} note-ons", want.len());
+    for (at, before, what) in &checks {
+        check_jump(&session, &want, *at, before, what);
+    }
     let got = session.ons();
     for (i, (seg, next)) in timeline
         .segments
@@ -888,7 +897,11 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
         });
     }
     let played: Vec<_> = session.log.iter().map(Logged::key).collect();
-    assert_eq!(played, library, "plugin vs library sequencer");
+    assert_eq!(
+        played, library,
+        "plugin vs library sequencer (a switch a bar later would mean the worker had not \
+         published within the wait)"
+    );
     assert_eq!(
         sequencer.switch_count(),
         2,
@@ -1108,7 +1121,10 @@ const PINNED_PARAMS: [(u32, &str); 30] = [
     (501065432, "Ride note"),
 ];
 
-/// The string ids in the saved state (sorted, as nice-plug writes them) and the persisted fields.
+/// Persisted (non-parameter) fields in the saved state, by key.
+const PINNED_FIELDS: [&str; 2] = ["model", "slots"];
+
+/// The parameters' string ids in the saved state (sorted, as nice-plug writes them).
 const PINNED_STATE_KEYS: [&str; 30] = [
     "barofs",
     "chan",
@@ -1164,13 +1180,11 @@ fn parameter_ids_names_and_order_are_pinned() {
         .map(String::as_str)
         .collect();
     assert_eq!(keys, PINNED_STATE_KEYS);
-    let fields: Vec<&str> = state["fields"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(fields, ["model", "slots"]);
+    // Persisted fields may be added (old sessions simply lack them), never renamed or dropped.
+    let fields = state["fields"].as_object().unwrap();
+    for key in PINNED_FIELDS {
+        assert!(fields.contains_key(key), "persisted field {key:?} is gone");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1342,16 +1356,15 @@ fn odd_block_sizes_and_tempo_jumps_never_crash_and_keep_every_note_paired() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known problem.
+// Reactivation, and a known problem (ignored until the sequencer is changed; run it with
+// `cargo test --test plugin_clap -- --ignored`).
 
 /// Notes sounding when the host stops processing (deactivation, a CLAP `reset`, or VST3
 /// `setProcessing(false)`/`(true)`) must still get their note-offs: the instrument downstream is
-/// not reset with this plugin. Today `Plugin::reset` (called by nice-plug on every
-/// `start_processing` and `reset`) calls `Sequencer::reset`, which forgets the sounding notes
-/// without ending them, so they hang, and the next note-on of the same key arrives while the
-/// downstream voice is still on.
+/// not reset with this plugin. `Plugin::reset` (called by nice-plug on every `start_processing`
+/// and `reset`) calls `Sequencer::reset`, which keeps the sounding notes so that the next block
+/// ends them at sample 0 (it used to forget them, and they hung).
 #[test]
-#[ignore = "plugin bug: notes sounding at deactivation/reset never get a note-off (see the report)"]
 fn notes_sounding_when_processing_stops_get_their_note_offs_after_reactivation() {
     let rate = 48_000.0;
     let mut plugin = load();
@@ -1398,4 +1411,49 @@ fn notes_sounding_when_processing_stops_get_their_note_offs_after_reactivation()
         "the first block after reactivation ends them"
     );
     check_pairing(&log);
+}
+
+/// Every hit of the embedded model's default groove is slightly early (the downbeat kick by about
+/// a ninth of a step: 14 ms at 120 BPM), so it sounds just before its grid line. A start or seek
+/// exactly onto a bar line plays "only hits at or after the new position" (`src/sequencer.rs`),
+/// which drops that bar line's own early hits: pressing play at bar 1 (or after a seek to any bar
+/// line) loses the first kick. (In a host loop the last early kick before the wrap comes from the
+/// bar after the loop end and stands in for the downbeat, so later passes are less affected.)
+#[test]
+#[ignore = "design issue: a start or seek onto a bar line drops that bar line's early downbeat (see the doc comment)"]
+fn starting_or_seeking_onto_a_bar_line_plays_its_early_downbeat() {
+    let rate = 48_000.0;
+    let kick = drumvae::Voice::Kick.index();
+    let pattern = default_pattern();
+    for step in [0, 16] {
+        let downbeat = pattern.cells[step][kick];
+        assert!(
+            downbeat.hit && downbeat.offset < 0.0,
+            "precondition: an early kick on step {step}"
+        );
+    }
+    let mut plugin = load();
+    let mut timeline = Timeline::new(rate);
+    let mut session = Session::new(plugin.activate(rate, 4096));
+    let window = (samples_per_beat(120.0, rate) / 8.0) as u64;
+    timeline.start(120.0, 0.0);
+    let start = timeline.sample;
+    let seek_from = timeline.sample_of_beat(10.5);
+    session.play_until(&mut timeline, seek_from, &mut *fixed(512));
+    timeline.jump(4.0);
+    let seek = timeline.sample;
+    let end = timeline.sample_of_beat(5.0);
+    session.play_until(&mut timeline, end, &mut *fixed(512));
+    timeline.stop();
+    let stop = timeline.block(64, Vec::new());
+    session.send(vec![stop]);
+    let ons = session.ons();
+    session.finish();
+    for (what, at) in [("play from bar 1", start), ("seek to bar 2", seek)] {
+        assert!(
+            ons.iter()
+                .any(|o| o.1 == 36 && (at..at + window).contains(&o.0)),
+            "{what}: no downbeat kick"
+        );
+    }
 }

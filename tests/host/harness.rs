@@ -571,12 +571,19 @@ pub fn plugin_library_path() -> PathBuf {
         std::env::consts::DLL_PREFIX,
         std::env::consts::DLL_SUFFIX
     );
+    // Test and bench executables live in target/<profile>/deps, beside the cdylib that cargo
+    // builds for them. target/<profile>/libdrumvae.so is only refreshed by `cargo build`, so it
+    // can be stale (or missing on a clean checkout): it is the fallback, not the first choice.
     if let Ok(exe) = std::env::current_exe()
-        && let Some(profile_dir) = exe.parent().and_then(Path::parent)
+        && let Some(deps) = exe.parent()
     {
-        let candidate = profile_dir.join(&file);
-        if candidate.exists() {
-            return candidate;
+        for candidate in [
+            deps.join(&file),
+            deps.parent().map(|p| p.join(&file)).unwrap_or_default(),
+        ] {
+            if candidate.is_file() {
+                return candidate;
+            }
         }
     }
     Path::new(env!("CARGO_MANIFEST_DIR"))
