@@ -1037,6 +1037,35 @@ fn a_saved_state_restores_bit_identical_output_in_a_fresh_instance() {
     assert_clean(&restored);
 }
 
+/// The editor's size and selected corner are saved with the session: a state whose editor fields
+/// were changed loads into a fresh instance, which saves them back unchanged.
+#[test]
+fn editor_size_and_selected_corner_are_saved_with_the_session() {
+    let mut original = load();
+    let mut state = parse_state(&original.save_state());
+    assert_eq!(
+        state["fields"]["editor-size"],
+        Value::String("[1060,700]".into())
+    );
+    assert_eq!(state["fields"]["selected-slot"], Value::String("0".into()));
+    state["fields"]["editor-size"] = Value::String("[900,640]".into());
+    state["fields"]["selected-slot"] = Value::String("2".into());
+    let mut plugin = load();
+    plugin
+        .load_state(&write_state(&state))
+        .expect("loading the edited state");
+    let restored = parse_state(&plugin.save_state());
+    assert_eq!(
+        restored["fields"]["editor-size"],
+        Value::String("[900,640]".into())
+    );
+    assert_eq!(
+        restored["fields"]["selected-slot"],
+        Value::String("2".into())
+    );
+    assert_clean(&plugin);
+}
+
 #[test]
 fn a_state_with_an_edited_corner_loads_and_plays_that_corner() {
     let rate = 44_100.0;
