@@ -1,6 +1,7 @@
 //! Model speed, as a bench binary (one step takes seconds, too slow for criterion's sampling):
 //! training throughput (examples/second over forward + backward + optimizer step) for the `small`
-//! and `groovae` presets at batch 64 and 256, and batch-1 decode latency of a 4-bar groove.
+//! and `groovae` presets at batch 64 and 256 with the reference (per-step Candle ops) and the
+//! fused LSTM kernels side by side in one run, and batch-1 decode latency of a 4-bar groove.
 //! Reports the median of repeated runs.
 //!
 //! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode` or
@@ -12,9 +13,74 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use drumvae::dataset::{self, Dataset, Filter, Source, Split};
+use drumvae::groove::{BARS, FEATURES, STEPS};
 use drumvae::model::decoder::DecodeOptions;
+use drumvae::model::lstm::{LstmKernel, with_kernel};
 use drumvae::model::{Config, Vae, init::seeded_var_builder, patterns_to_tensor};
 use drumvae::training::{Adam, AdamConfig, rng};
+
+/// The PyTorch 2.x CPU figures issue 4 measured on this machine (2 threads, same model and batch):
+/// the upper end of each range, so that ratios against them are conservative.
+const PYTORCH_EXAMPLES_PER_SECOND: [(&str, usize, f64); 4] = [
+    ("groovae", 64, 148.0),
+    ("groovae", 256, 170.0),
+    ("small", 64, 330.0),
+    ("small", 256, 304.0),
+];
+
+/// Matmul FLOPs of one training example (forward + backward = 3 x forward; elementwise work is
+/// not counted): what the achieved GFLOP/s figure is measured against (a large f32 matmul reaches
+/// ~225 GFLOP/s on this CPU's two threads).
+fn training_flops_per_example(c: &Config) -> f64 {
+    let (f, t, bars) = (FEATURES as f64, STEPS as f64, BARS as f64);
+    let lstm_step = |input: f64, hidden: f64| 2.0 * (input + hidden) * 4.0 * hidden;
+    let (he, hc, hd, z) = (
+        c.encoder_hidden as f64,
+        c.conductor_hidden as f64,
+        c.decoder_hidden as f64,
+        c.latent as f64,
+    );
+    let encoder = 2.0 * t * lstm_step(f, he) + 2.0 * 2.0 * (2.0 * he) * z;
+    let conductor = bars * (lstm_step(z, hc) + (c.conductor_layers as f64 - 1.0) * lstm_step(hc, hc));
+    let bar_decoder = t * (lstm_step(f, hd) + (c.decoder_layers as f64 - 1.0) * lstm_step(hd, hd))
+        + bars * 2.0 * hc * 4.0 * hd;
+    let inits = 2.0 * z * 2.0 * hc * c.conductor_layers as f64
+        + bars * 2.0 * hc * 2.0 * hd * c.decoder_layers as f64;
+    let output = t * 2.0 * hd * f;
+    3.0 * (encoder + conductor + bar_decoder + inits + output)
+}
+
+/// One model and optimizer, stepped on the same batch.
+struct TrainRun {
+    config: Config,
+    vae: Vae,
+    adam: Adam,
+}
+
+impl TrainRun {
+    fn new(config: &Config, device: &Device) -> anyhow::Result<TrainRun> {
+        let varmap = VarMap::new();
+        let vae = Vae::new(config, seeded_var_builder(&varmap, 1, device))?;
+        let adam = Adam::from_varmap(&varmap, AdamConfig::default())?;
+        Ok(TrainRun {
+            config: config.clone(),
+            vae,
+            adam,
+        })
+    }
+
+    /// One forward + backward + optimizer step; returns its wall time in seconds.
+    fn step(&mut self, x: &Tensor, step: u64) -> anyhow::Result<f64> {
+        let batch = x.dim(0)?;
+        let eps = rng::step_noise(1, step, (batch, self.config.latent), x.device())?;
+        let start = Instant::now();
+        let fwd = self.vae.forward(x, &eps)?;
+        let loss = self.vae.loss(x, &fwd, self.config.beta)?;
+        let grads = loss.total.backward()?;
+        self.adam.step(&grads, 1e-3)?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+}
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
@@ -46,29 +112,43 @@ fn main() -> anyhow::Result<()> {
     );
 
     if only("train") {
-        println!("| preset | batch | median step (s) | examples/s |");
-        println!("|---|---|---|---|");
+        println!(
+            "| preset | batch | reference ex/s | fused ex/s | fused / reference | PyTorch ex/s (issue 4) | fused / PyTorch | fused GFLOP/s |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
         for (name, config) in [("small", Config::small()), ("groovae", Config::groovae())] {
             for batch in [64usize, 256] {
-                let varmap = VarMap::new();
-                let vae = Vae::new(&config, seeded_var_builder(&varmap, 1, &device))?;
-                let mut adam = Adam::from_varmap(&varmap, AdamConfig::default())?;
                 let x = patterns_to_tensor(&patterns[..batch], &device)?;
                 let repeats = if quick { 3 } else { 7 };
-                let mut times = Vec::new();
+                // Alternate the two kernels run by run so that both see the same machine state.
+                let mut times = [Vec::new(), Vec::new()];
+                let kernels = [LstmKernel::Reference, LstmKernel::Fused];
+                let mut runs: Vec<_> = kernels
+                    .iter()
+                    .map(|_| TrainRun::new(&config, &device))
+                    .collect::<anyhow::Result<_>>()?;
                 for step in 0..repeats + 1 {
-                    let eps = rng::step_noise(1, step as u64, (batch, config.latent), &device)?;
-                    let start = Instant::now();
-                    let fwd = vae.forward(&x, &eps)?;
-                    let loss = vae.loss(&x, &fwd, config.beta)?;
-                    let grads = loss.total.backward()?;
-                    adam.step(&grads, 1e-3)?;
-                    if step > 0 {
-                        times.push(start.elapsed().as_secs_f64()); // step 0 warms up
+                    for (k, kernel) in kernels.iter().enumerate() {
+                        let t = with_kernel(*kernel, || runs[k].step(&x, step as u64))?;
+                        if step > 0 {
+                            times[k].push(t); // step 0 warms up
+                        }
                     }
                 }
-                let t = median(times);
-                println!("| {name} | {batch} | {t:.3} | {:.1} |", batch as f64 / t);
+                let [reference, fused] = times.map(median);
+                let pytorch = PYTORCH_EXAMPLES_PER_SECOND
+                    .iter()
+                    .find(|(n, b, _)| *n == name && *b == batch)
+                    .map(|p| p.2)
+                    .unwrap_or(f64::NAN);
+                let fused_rate = batch as f64 / fused;
+                println!(
+                    "| {name} | {batch} | {:.1} | {fused_rate:.1} | {:.2}x | {pytorch:.0} | {:.2}x | {:.0} |",
+                    batch as f64 / reference,
+                    reference / fused,
+                    fused_rate / pytorch,
+                    training_flops_per_example(&config) * fused_rate / 1e9,
+                );
             }
         }
     }

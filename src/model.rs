@@ -13,6 +13,7 @@ pub mod embedded;
 pub mod encoder;
 pub mod file;
 pub mod init;
+pub mod fused_lstm;
 pub mod lstm;
 
 use candle_core::{D, DType, Device, Result, Tensor};

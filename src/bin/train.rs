@@ -13,6 +13,7 @@ use clap::Parser;
 use drumvae::dataset::{self, BeatType, Dataset, Filter, Source, Split};
 use drumvae::evaluate::{self, EvalOptions, Evaluation};
 use drumvae::model::device::{DeviceRequest, select_device};
+use drumvae::model::lstm::{LstmKernel, with_kernel};
 use drumvae::model::{self, Config, DecoderKind};
 use drumvae::training::trainer::{self, Event, Finish, TrainSettings};
 use drumvae::training::{AdamConfig, BetaSchedule, LrSchedule, Verdict};
@@ -101,6 +102,10 @@ struct Args {
     /// Folder for the preprocessed dataset cache (default: the run folder's parent /.cache).
     #[arg(long)]
     cache: Option<PathBuf>,
+    /// How LSTM sequences are computed: `fused` (one op per layer with a hand-written backward,
+    /// CPU) or `reference` (Candle's per-step ops; for comparing training curves).
+    #[arg(long, default_value = "fused")]
+    lstm_kernel: LstmKernel,
     /// Prior samples drawn for the density check in the final evaluation.
     #[arg(long, default_value_t = 512)]
     prior_samples: usize,
@@ -245,7 +250,7 @@ fn run(args: Args) -> Result<()> {
         .context("cannot install the Ctrl-C handler")?;
     }
     let mut epoch_bar = ProgressBar::hidden();
-    let outcome = trainer::train(
+    let outcome = with_kernel(args.lstm_kernel, || trainer::train(
         &settings,
         &train_set,
         &validation_set,
@@ -289,7 +294,7 @@ fn run(args: Args) -> Result<()> {
                 );
             }
         },
-    )?;
+    ))?;
     match outcome.finish {
         Finish::Interrupted => {
             eprintln!(

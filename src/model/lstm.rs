@@ -15,12 +15,75 @@
 //! a gate bias instead of being concatenated into every step; per-step slices are only ever taken
 //! of input data (which needs no gradient), never of a tracked tensor, which would make backward
 //! O(T²). Tried and dropped: stepping both encoder directions as one batched matmul `[2, B, .]` was
-//! no faster (equal at B 8 / H 64, slower at B 64 / H 256). Where the time goes now: per step,
-//! backward allocates a full weight-sized gradient and adds it to the running sum; a fused op
-//! that accumulates in place is the next win.
+//! no faster (equal at B 8 / H 64, slower at B 64 / H 256).
+//!
+//! Whole sequences (`seq`/`last`: the encoder and the teacher-forced decoders) run on the CPU as
+//! one fused op per layer ([`super::fused_lstm`]): the input projections of all steps in one
+//! matmul, then the recurrence with a hand-written backward. The per-step tensor path stays as the
+//! reference it is tested against, for other devices, and for stepping (sampling, the conductor);
+//! [`with_kernel`] picks the path for sequences on the calling thread.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
 
 use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+
+use super::fused_lstm::lstm_layer;
+
+/// How [`Stepper::seq`] and [`Stepper::last`] run a sequence.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LstmKernel {
+    /// One fused op per layer (CPU, f32); elsewhere falls back to [`LstmKernel::Reference`].
+    #[default]
+    Fused,
+    /// Candle tensor ops step by step, differentiated by Candle's autograd.
+    Reference,
+}
+
+impl std::str::FromStr for LstmKernel {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "fused" => Ok(LstmKernel::Fused),
+            "reference" => Ok(LstmKernel::Reference),
+            _ => Err(format!("unknown LSTM kernel \"{s}\": use fused or reference")),
+        }
+    }
+}
+
+impl std::fmt::Display for LstmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LstmKernel::Fused => "fused",
+            LstmKernel::Reference => "reference",
+        })
+    }
+}
+
+thread_local! {
+    static KERNEL: Cell<LstmKernel> = const { Cell::new(LstmKernel::Fused) };
+}
+
+/// Runs `f` with sequences on this thread computed by `kernel` (the model runs on the thread that
+/// calls it), then restores the previous choice. For equivalence tests, benchmarks and the
+/// training CLI's `--lstm-kernel`.
+pub fn with_kernel<T>(kernel: LstmKernel, f: impl FnOnce() -> T) -> T {
+    struct Restore(LstmKernel);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KERNEL.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(KERNEL.with(|k| k.replace(kernel)));
+    f()
+}
+
+/// The kernel sequences on this thread use now.
+pub fn current_kernel() -> LstmKernel {
+    KERNEL.with(Cell::get)
+}
 
 /// The recurrent state of one LSTM layer.
 #[derive(Clone, Debug)]
@@ -137,11 +200,10 @@ impl Lstm {
 
     /// Weights laid out for fast stepping: computed once per forward pass.
     fn prepare(&self) -> Result<PreparedLayer> {
-        let w_x = self.weight_ih.narrow(1, 0, self.input)?;
-        let w = if self.input == 0 {
-            self.weight_hh.t()?
+        let w_x_t = if self.input == 0 {
+            None
         } else {
-            Tensor::cat(&[&w_x, &self.weight_hh], 1)?.t()?
+            Some(self.weight_ih.narrow(1, 0, self.input)?.t()?)
         };
         let w_cond = if self.cond == 0 {
             None
@@ -149,7 +211,9 @@ impl Lstm {
             Some(self.weight_ih.narrow(1, self.input, self.cond)?.t()?)
         };
         Ok(PreparedLayer {
-            w,
+            w: OnceLock::new(),
+            w_x_t,
+            w_hh: self.weight_hh.clone(),
             w_cond,
             bias: self.bias_ih.add(&self.bias_hh)?,
             has_input: self.input > 0,
@@ -246,8 +310,13 @@ impl StackedLstm {
 /// One layer's weights as [`Stepper::step`] uses them.
 #[derive(Clone, Debug)]
 struct PreparedLayer {
-    /// `[input + H, 4H]`: per-step input and recurrent weights side by side (a transposed view).
-    w: Tensor,
+    /// `[input + H, 4H]`: per-step input and recurrent weights side by side (a transposed view),
+    /// built on the first step: whole fused sequences never need it.
+    w: OnceLock<Tensor>,
+    /// `[input, 4H]` (a transposed view), when the layer has a per-step input.
+    w_x_t: Option<Tensor>,
+    /// `[4H, H]`.
+    w_hh: Tensor,
     /// `[cond, 4H]`, when the layer has a conditioning input.
     w_cond: Option<Tensor>,
     /// `bias_ih + bias_hh`, `[4H]`.
@@ -255,6 +324,20 @@ struct PreparedLayer {
     /// Whether the layer has a per-step input at all (the conductor's has none).
     has_input: bool,
     hidden: usize,
+}
+
+impl PreparedLayer {
+    /// The stepping weights `[input + H, 4H]`.
+    fn step_weights(&self) -> Result<&Tensor> {
+        if let Some(w) = self.w.get() {
+            return Ok(w);
+        }
+        let w = match &self.w_x_t {
+            None => self.w_hh.t()?,
+            Some(w_x_t) => Tensor::cat(&[&w_x_t.t()?, &self.w_hh], 1)?.t()?,
+        };
+        Ok(self.w.get_or_init(|| w))
+    }
 }
 
 /// A stack's weights laid out for stepping; see [`StackedLstm::prepare`].
@@ -311,7 +394,7 @@ impl Stepper<'_> {
                 (false, Some(_)) => candle_core::bail!("this LSTM takes no per-step input"),
             };
             let bias = if k == 0 { &self.bias0 } else { &layer.bias };
-            let gates = xh.matmul(&layer.w)?.broadcast_add(bias)?;
+            let gates = xh.matmul(layer.step_weights()?)?.broadcast_add(bias)?;
             next.push(cell(&gates, &state.c, layer.hidden)?);
         }
         Ok(next)
@@ -321,8 +404,8 @@ impl Stepper<'_> {
     /// `[B, T, H]` and the final states. `x` is sliced per step, so it must be data that needs no
     /// gradient (teacher-forcing targets, the encoder's input).
     pub fn seq(&self, x: &Tensor, init: &[LstmState]) -> Result<(Tensor, Vec<LstmState>)> {
-        let (states, outputs) = self.run(x, init, true)?;
-        Ok((Tensor::stack(&outputs, 1)?, states))
+        let (states, out) = self.run(x, init, true)?;
+        Ok((out.expect("kept"), states))
     }
 
     /// Like [`Stepper::seq`] but keeps only the final states (all the encoder needs).
@@ -335,10 +418,25 @@ impl Stepper<'_> {
         x: &Tensor,
         init: &[LstmState],
         keep: bool,
-    ) -> Result<(Vec<LstmState>, Vec<Tensor>)> {
+    ) -> Result<(Vec<LstmState>, Option<Tensor>)> {
+        if init.len() != self.stack.layers.len() {
+            candle_core::bail!(
+                "expected {} LSTM states, got {}",
+                self.stack.layers.len(),
+                init.len()
+            );
+        }
+        let (batch, steps, _) = x.dims3()?;
+        let fused = current_kernel() == LstmKernel::Fused
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && steps > 0
+            && batch > 0;
+        if fused {
+            return self.run_fused(x, init, keep);
+        }
         // Time-major and contiguous, so that each step's slice is a contiguous view.
         let xt = x.transpose(0, 1)?.contiguous()?;
-        let steps = xt.dim(0)?;
         let mut states = init.to_vec();
         let mut outputs = Vec::with_capacity(if keep { steps } else { 0 });
         for t in 0..steps {
@@ -347,7 +445,59 @@ impl Stepper<'_> {
                 outputs.push(top_h(&states).clone());
             }
         }
-        Ok((states, outputs))
+        let out = if keep {
+            Some(Tensor::stack(&outputs, 1)?)
+        } else {
+            None
+        };
+        Ok((states, out))
+    }
+
+    /// [`Stepper::run`] with one fused op per layer: each layer's input projections for all steps
+    /// in one matmul, then the recurrence in [`lstm_layer`].
+    fn run_fused(
+        &self,
+        x: &Tensor,
+        init: &[LstmState],
+        keep: bool,
+    ) -> Result<(Vec<LstmState>, Option<Tensor>)> {
+        let (batch, steps, _) = x.dims3()?;
+        // Layer by layer, time-major: [T, B, features].
+        let mut below = x.transpose(0, 1)?.contiguous()?;
+        let mut states = Vec::with_capacity(init.len());
+        for (k, (layer, state)) in self.stack.layers.iter().zip(init).enumerate() {
+            let g4 = 4 * layer.hidden;
+            let bias = if k == 0 {
+                self.bias0.clone()
+            } else {
+                layer.bias.unsqueeze(0)?
+            };
+            let gx = match &layer.w_x_t {
+                Some(w_x_t) => {
+                    let width = below.dim(2)?;
+                    below
+                        .reshape((steps * batch, width))?
+                        .matmul(w_x_t)?
+                        .reshape((steps, batch, g4))?
+                        .broadcast_add(&bias)?
+                }
+                None => bias.broadcast_as((steps, batch, g4))?.contiguous()?,
+            };
+            let state0 = Tensor::stack(&[&state.h, &state.c], 0)?;
+            let out = lstm_layer(&gx, &layer.w_hh, &state0)?;
+            let (hs, cs) = (out.get(0)?, out.get(1)?);
+            states.push(LstmState {
+                h: hs.get(steps - 1)?,
+                c: cs.get(steps - 1)?,
+            });
+            below = hs;
+        }
+        let out = if keep {
+            Some(below.transpose(0, 1)?)
+        } else {
+            None
+        };
+        Ok((states, out))
     }
 }
 

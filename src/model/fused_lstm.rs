@@ -1,0 +1,265 @@
+//! A whole LSTM layer over a sequence as ONE Candle op, with a hand-written backward
+//! (backpropagation through time over the gate activations saved by the forward pass).
+//!
+//! Why: written with Candle's per-step tensor ops, a 64-step layer is hundreds of autograd nodes;
+//! each allocates fresh buffers, the elementwise ops run single-threaded one op at a time, and the
+//! backward of every step allocates a full weight-sized gradient and adds it to a running sum
+//! (candle-notes.md). Here the forward is one loop over preallocated buffers (one `h @ W_hhᵀ`
+//! matmul and one pass of gate nonlinearities per step), the backward is one loop of `dA @ W_hh`
+//! matmuls, and the weight gradient is ONE large matmul `dAᵀ @ H_prev` over all steps at the end,
+//! which runs near the machine's matmul ceiling. Input projections are not in here: the caller
+//! computes them for all steps at once with one Candle matmul (inputs are known up front: the
+//! encoder's grid, the teacher-forced decoder targets, the layer below's outputs), so autograd
+//! takes care of `W_ih`, the biases and the inputs through ordinary, efficient ops.
+//!
+//! CPU and f32 only (the `cuda` build falls back to the reference per-step path in `lstm.rs`).
+
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+
+/// Runs one LSTM layer over a sequence.
+///
+/// - `gx [T, B, 4H]`: the input pre-activations of every step, biases included (gate order i, f,
+///   g, o, as PyTorch).
+/// - `w_hh [4H, H]`: the recurrent weights.
+/// - `state0 [2, B, H]`: the initial `h` (row 0) and `c` (row 1).
+///
+/// Returns `[2, T, B, H]`: every step's `h` (index 0) and `c` (index 1). Gradients flow to all
+/// three inputs.
+pub fn lstm_layer(gx: &Tensor, w_hh: &Tensor, state0: &Tensor) -> Result<Tensor> {
+    let (steps, batch, g4) = gx.dims3()?;
+    let hidden = g4 / 4;
+    if steps == 0 || batch == 0 {
+        candle_core::bail!("fused LSTM layer: empty sequence or batch ({steps} steps, batch {batch})");
+    }
+    if g4 != 4 * hidden || w_hh.dims() != [g4, hidden] || state0.dims() != [2, batch, hidden] {
+        candle_core::bail!(
+            "fused LSTM layer: gx {:?}, w_hh {:?}, state0 {:?} do not fit together",
+            gx.dims(),
+            w_hh.dims(),
+            state0.dims()
+        );
+    }
+    let op = LstmLayerOp {
+        steps,
+        batch,
+        hidden,
+        saved: Mutex::new(None),
+    };
+    gx.contiguous()?
+        .apply_op3(&w_hh.contiguous()?, &state0.contiguous()?, op)
+}
+
+/// The op; it keeps what backward needs from its forward pass.
+struct LstmLayerOp {
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    /// Gate activations after their nonlinearities (`[T, B, 4H]`: σ(i), σ(f), tanh(g), σ(o)),
+    /// written by `cpu_fwd`, read by `bwd`. A mutex only because `CustomOp3` takes `&self`; it is
+    /// never contended (forward and backward of one node never overlap).
+    saved: Mutex<Option<Vec<f32>>>,
+}
+
+/// The contiguous f32 data of a CPU tensor argument.
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("the fused LSTM layer only runs in f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("the fused LSTM layer needs contiguous inputs"),
+    }
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Splits work over the rayon pool only when a matmul is big enough to pay for the handoff.
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    if threads > 1 && m * n * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `dst [m, n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, with
+/// each operand given by its row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    assert!(dst.len() >= (m - 1) * dst_rs + n, "matmul destination too small");
+    assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "matmul lhs too small");
+    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "matmul rhs too small");
+    // SAFETY: the asserts above keep every index gemm touches inside the three slices; `dst` is
+    // a unique borrow, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        );
+    }
+}
+
+impl CustomOp3 for LstmLayerOp {
+    fn name(&self) -> &'static str {
+        "fused-lstm-layer"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (t_len, b, h) = (self.steps, self.batch, self.hidden);
+        let g4 = 4 * h;
+        let gx = f32_slice(s1, l1)?;
+        let w = f32_slice(s2, l2)?;
+        let s0 = f32_slice(s3, l3)?;
+        let bh = b * h;
+        let mut acts = gx.to_vec();
+        // out = [h_0..h_{T-1} | c_0..c_{T-1}], each [B, H].
+        let mut out = vec![0f32; 2 * t_len * bh];
+        let (hs, cs) = out.split_at_mut(t_len * bh);
+        for t in 0..t_len {
+            let (h_done, h_rest) = hs.split_at_mut(t * bh);
+            let (c_done, c_rest) = cs.split_at_mut(t * bh);
+            let h_prev = if t == 0 { &s0[..bh] } else { &h_done[(t - 1) * bh..] };
+            let c_prev = if t == 0 { &s0[bh..] } else { &c_done[(t - 1) * bh..] };
+            let a = &mut acts[t * b * g4..(t + 1) * b * g4];
+            // a += h_prev [B, H] · W_hhᵀ [H, 4H]
+            matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), w, (1, h));
+            for r in 0..b {
+                let a = &mut a[r * g4..(r + 1) * g4];
+                let c_prev = &c_prev[r * h..(r + 1) * h];
+                let h_out = &mut h_rest[r * h..(r + 1) * h];
+                let c_out = &mut c_rest[r * h..(r + 1) * h];
+                for j in 0..h {
+                    let i = sigmoid(a[j]);
+                    let f = sigmoid(a[h + j]);
+                    let g = a[2 * h + j].tanh();
+                    let o = sigmoid(a[3 * h + j]);
+                    let c = f * c_prev[j] + i * g;
+                    a[j] = i;
+                    a[h + j] = f;
+                    a[2 * h + j] = g;
+                    a[3 * h + j] = o;
+                    c_out[j] = c;
+                    h_out[j] = o * c.tanh();
+                }
+            }
+        }
+        *self.saved.lock().expect("fused LSTM state poisoned") = Some(acts);
+        Ok((CpuStorage::F32(out), Shape::from((2, t_len, b, h))))
+    }
+
+    fn bwd(
+        &self,
+        _gx: &Tensor,
+        w_hh: &Tensor,
+        state0: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (t_len, b, h) = (self.steps, self.batch, self.hidden);
+        let (g4, bh) = (4 * h, b * h);
+        let saved = self.saved.lock().expect("fused LSTM state poisoned");
+        let Some(acts) = saved.as_ref() else {
+            candle_core::bail!("fused LSTM backward ran before its forward pass");
+        };
+        let w = w_hh.flatten_all()?.to_vec1::<f32>()?;
+        let s0 = state0.flatten_all()?.to_vec1::<f32>()?;
+        let out = res.flatten_all()?.to_vec1::<f32>()?;
+        let grad = grad_res.flatten_all()?.to_vec1::<f32>()?;
+        let (hs, cs) = out.split_at(t_len * bh);
+        let (dhs, dcs) = grad.split_at(t_len * bh);
+
+        let mut d_acts = vec![0f32; t_len * b * g4];
+        // Gradients flowing into step t from step t + 1 (and, at the end, into the initial state).
+        let mut dh_next = vec![0f32; bh];
+        let mut dc_next = vec![0f32; bh];
+        for t in (0..t_len).rev() {
+            let act = &acts[t * b * g4..(t + 1) * b * g4];
+            let da = &mut d_acts[t * b * g4..(t + 1) * b * g4];
+            let c_prev = if t == 0 { &s0[bh..] } else { &cs[(t - 1) * bh..t * bh] };
+            for r in 0..b {
+                let act = &act[r * g4..(r + 1) * g4];
+                let da = &mut da[r * g4..(r + 1) * g4];
+                for j in 0..h {
+                    let k = r * h + j;
+                    let (i, f, g, o) = (act[j], act[h + j], act[2 * h + j], act[3 * h + j]);
+                    let tc = cs[t * bh + k].tanh();
+                    let dh = dhs[t * bh + k] + dh_next[k];
+                    let dc = dcs[t * bh + k] + dc_next[k] + dh * o * (1.0 - tc * tc);
+                    da[j] = dc * g * i * (1.0 - i);
+                    da[h + j] = dc * c_prev[k] * f * (1.0 - f);
+                    da[2 * h + j] = dc * i * (1.0 - g * g);
+                    da[3 * h + j] = dh * tc * o * (1.0 - o);
+                    dc_next[k] = dc * f;
+                }
+            }
+            // dh_prev [B, H] = dA_t [B, 4H] · W_hh [4H, H]
+            matmul(&mut dh_next, h, false, (b, h, g4), da, (g4, 1), &w, (h, 1));
+        }
+
+        // dW_hh [4H, H] = Σ_t dA_tᵀ · h_{t-1}: all steps in one matmul over [T·B] rows.
+        let mut h_prev = Vec::with_capacity(t_len * bh);
+        h_prev.extend_from_slice(&s0[..bh]);
+        h_prev.extend_from_slice(&hs[..(t_len - 1) * bh]);
+        let mut dw = vec![0f32; g4 * h];
+        matmul(
+            &mut dw,
+            h,
+            false,
+            (g4, h, t_len * b),
+            &d_acts,
+            (1, g4),
+            &h_prev,
+            (h, 1),
+        );
+
+        let mut ds0 = dh_next;
+        ds0.extend_from_slice(&dc_next);
+        let device = Device::Cpu;
+        Ok((
+            Some(Tensor::from_vec(d_acts, (t_len, b, g4), &device)?),
+            Some(Tensor::from_vec(dw, (g4, h), &device)?),
+            Some(Tensor::from_vec(ds0, (2, b, h), &device)?),
+        ))
+    }
+}
