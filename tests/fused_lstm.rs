@@ -171,6 +171,19 @@ fn conditioned_two_layer_stack_matches_the_reference_at_decoder_size() {
 }
 
 #[test]
+fn a_batch_big_enough_for_the_threaded_gate_math_matches_the_reference() {
+    // 64 x 128 cells per step: the fused layer splits the gate math over threads from 8192.
+    assert_stack_agrees(Case {
+        input: 27,
+        cond: 0,
+        hidden: 128,
+        layers: 1,
+        batch: 64,
+        steps: 5,
+    });
+}
+
+#[test]
 fn a_one_step_sequence_matches_the_reference() {
     assert_stack_agrees(Case {
         input: 4,

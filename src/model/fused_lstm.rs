@@ -14,10 +14,17 @@
 //!
 //! CPU and f32 only (the `cuda` build falls back to the reference per-step path in `lstm.rs`).
 
+mod gates;
+
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Below this many cells per step (batch x hidden) the gate math of a step stays on one thread:
+/// handing rows to the pool costs more than it saves.
+const PARALLEL_CELLS: usize = 8192;
 
 /// Runs one LSTM layer over a sequence.
 ///
@@ -73,10 +80,6 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("the fused LSTM layer needs contiguous inputs"),
     }
-}
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
 }
 
 /// Splits work over the rayon pool only when a matmul is big enough to pay for the handoff.
@@ -164,24 +167,21 @@ impl CustomOp3 for LstmLayerOp {
             let a = &mut acts[t * b * g4..(t + 1) * b * g4];
             // a += h_prev [B, H] · W_hhᵀ [H, 4H]
             matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), w, (1, h));
-            for r in 0..b {
-                let a = &mut a[r * g4..(r + 1) * g4];
-                let c_prev = &c_prev[r * h..(r + 1) * h];
-                let h_out = &mut h_rest[r * h..(r + 1) * h];
-                let c_out = &mut c_rest[r * h..(r + 1) * h];
-                for j in 0..h {
-                    let i = sigmoid(a[j]);
-                    let f = sigmoid(a[h + j]);
-                    let g = a[2 * h + j].tanh();
-                    let o = sigmoid(a[3 * h + j]);
-                    let c = f * c_prev[j] + i * g;
-                    a[j] = i;
-                    a[h + j] = f;
-                    a[2 * h + j] = g;
-                    a[3 * h + j] = o;
-                    c_out[j] = c;
-                    h_out[j] = o * c.tanh();
-                }
+            let c_out = &mut c_rest[..bh];
+            let h_out = &mut h_rest[..bh];
+            let row = |(r, (a, (c_out, h_out))): (usize, (&mut [f32], (&mut [f32], &mut [f32])))| {
+                gates::forward(a, &c_prev[r * h..(r + 1) * h], c_out, h_out)
+            };
+            if bh >= PARALLEL_CELLS {
+                a.par_chunks_mut(g4)
+                    .zip(c_out.par_chunks_mut(h).zip(h_out.par_chunks_mut(h)))
+                    .enumerate()
+                    .for_each(row);
+            } else {
+                a.chunks_mut(g4)
+                    .zip(c_out.chunks_mut(h).zip(h_out.chunks_mut(h)))
+                    .enumerate()
+                    .for_each(row);
             }
         }
         *self.saved.lock().expect("fused LSTM state poisoned") = Some(acts);
@@ -217,21 +217,33 @@ impl CustomOp3 for LstmLayerOp {
             let act = &acts[t * b * g4..(t + 1) * b * g4];
             let da = &mut d_acts[t * b * g4..(t + 1) * b * g4];
             let c_prev = if t == 0 { &s0[bh..] } else { &cs[(t - 1) * bh..t * bh] };
-            for r in 0..b {
-                let act = &act[r * g4..(r + 1) * g4];
-                let da = &mut da[r * g4..(r + 1) * g4];
-                for j in 0..h {
-                    let k = r * h + j;
-                    let (i, f, g, o) = (act[j], act[h + j], act[2 * h + j], act[3 * h + j]);
-                    let tc = cs[t * bh + k].tanh();
-                    let dh = dhs[t * bh + k] + dh_next[k];
-                    let dc = dcs[t * bh + k] + dc_next[k] + dh * o * (1.0 - tc * tc);
-                    da[j] = dc * g * i * (1.0 - i);
-                    da[h + j] = dc * c_prev[k] * f * (1.0 - f);
-                    da[2 * h + j] = dc * i * (1.0 - g * g);
-                    da[3 * h + j] = dh * tc * o * (1.0 - o);
-                    dc_next[k] = dc * f;
-                }
+            let c = &cs[t * bh..(t + 1) * bh];
+            let (dh_out, dc_out) = (&dhs[t * bh..(t + 1) * bh], &dcs[t * bh..(t + 1) * bh]);
+            let row = |(r, (carry, da)): (usize, (&mut [f32], &mut [f32]))| {
+                let rows = r * h..(r + 1) * h;
+                gates::backward(
+                    &act[r * g4..(r + 1) * g4],
+                    &c[rows.clone()],
+                    &c_prev[rows.clone()],
+                    &dh_out[rows.clone()],
+                    &dh_next[rows.clone()],
+                    &dc_out[rows],
+                    carry,
+                    da,
+                )
+            };
+            if bh >= PARALLEL_CELLS {
+                dc_next
+                    .par_chunks_mut(h)
+                    .zip(da.par_chunks_mut(g4))
+                    .enumerate()
+                    .for_each(row);
+            } else {
+                dc_next
+                    .chunks_mut(h)
+                    .zip(da.chunks_mut(g4))
+                    .enumerate()
+                    .for_each(row);
             }
             // dh_prev [B, H] = dA_t [B, 4H] · W_hh [4H, H]
             matmul(&mut dh_next, h, false, (b, h, g4), da, (g4, 1), &w, (h, 1));
