@@ -91,8 +91,11 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = |part: &str| {
-        !args.iter().any(|a| a == "train" || a == "decode") || args.iter().any(|a| a == part)
+        !args.iter().any(|a| a == "train" || a == "decode" || a == "fused")
+            || args.iter().any(|a| a == part || (part == "train" && a == "fused"))
     };
+    // SAFETY: first thing in main, before any other thread exists.
+    unsafe { drumvae::model::device::configure_threads(None) };
     let device = Device::Cpu;
     let data = Dataset::load(
         &Source::Gmd {
@@ -123,12 +126,18 @@ fn main() -> anyhow::Result<()> {
                 // Alternate the two kernels run by run so that both see the same machine state.
                 let mut times = [Vec::new(), Vec::new()];
                 let kernels = [LstmKernel::Reference, LstmKernel::Fused];
+                // `-- fused` skips the reference runs (for profiling the fused path).
+                let skip_reference = args.iter().any(|a| a == "fused");
                 let mut runs: Vec<_> = kernels
                     .iter()
                     .map(|_| TrainRun::new(&config, &device))
                     .collect::<anyhow::Result<_>>()?;
                 for step in 0..repeats + 1 {
                     for (k, kernel) in kernels.iter().enumerate() {
+                        if skip_reference && *kernel == LstmKernel::Reference {
+                            times[k].push(f64::NAN);
+                            continue;
+                        }
                         let t = with_kernel(*kernel, || runs[k].step(&x, step as u64))?;
                         if step > 0 {
                             times[k].push(t); // step 0 warms up

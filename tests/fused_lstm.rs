@@ -299,11 +299,13 @@ fn training_curves_match_the_reference_step_for_step() {
 
 #[test]
 fn wrong_shapes_are_refused_with_an_error() {
-    let gx = Tensor::zeros((3, 2, 8), DType::F32, &CPU).unwrap();
-    let w = Tensor::zeros((8, 3), DType::F32, &CPU).unwrap();
-    let s0 = Tensor::zeros((2, 2, 2), DType::F32, &CPU).unwrap();
-    assert!(drumvae::model::fused_lstm::lstm_layer(&gx, &w, &s0).is_err());
-    let empty = Tensor::zeros((0, 2, 8), DType::F32, &CPU).unwrap();
-    let w = Tensor::zeros((8, 2), DType::F32, &CPU).unwrap();
-    assert!(drumvae::model::fused_lstm::lstm_layer(&empty, &w, &s0).is_err());
+    use drumvae::model::fused_lstm::lstm_layer;
+    let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &CPU).unwrap();
+    let (gx, s) = (zeros(&[3, 2, 8]), zeros(&[2, 2]));
+    assert!(lstm_layer(&gx, &zeros(&[8, 2]), &s, &s, &zeros(&[8])).is_ok());
+    assert!(lstm_layer(&gx, &zeros(&[8, 2]), &s, &s, &zeros(&[2, 8])).is_ok());
+    assert!(lstm_layer(&gx, &zeros(&[8, 3]), &s, &s, &zeros(&[8])).is_err());
+    assert!(lstm_layer(&gx, &zeros(&[8, 2]), &zeros(&[3, 2]), &s, &zeros(&[8])).is_err());
+    assert!(lstm_layer(&gx, &zeros(&[8, 2]), &s, &s, &zeros(&[7])).is_err());
+    assert!(lstm_layer(&zeros(&[0, 2, 8]), &zeros(&[8, 2]), &s, &s, &zeros(&[8])).is_err());
 }

@@ -82,6 +82,12 @@ fn open_cuda() -> Result<Device, DeviceError> {
 /// matrix products on small machines, see candle-notes), and `threads` matrix-product threads
 /// (`RAYON_NUM_THREADS`) when given. Candle reads both at its first tensor op.
 ///
+/// It also keeps freed memory in glibc's heap: Candle allocates a fresh buffer for every op, and a
+/// training step's big activations (tens of MB each) would otherwise be mmap'd and unmapped every
+/// time, so that about a sixth of a step went to the kernel zeroing fresh pages (measured with
+/// perf on the `model_speed` bench). For the binaries only: a plugin must not tune its host's
+/// allocator.
+///
 /// # Safety
 /// Changes the environment: call it before any other thread exists (first thing in `main`).
 pub unsafe fn configure_threads(threads: Option<usize>) {
@@ -92,6 +98,22 @@ pub unsafe fn configure_threads(threads: Option<usize>) {
         }
         if let Some(n) = threads {
             std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+        }
+    }
+    keep_freed_memory();
+}
+
+/// Raises glibc's mmap and trim thresholds to 1 GiB, so large freed buffers are reused from the
+/// heap instead of being returned to the kernel (see [`configure_threads`]).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const ONE_GIB: libc::c_int = 1 << 30;
+        // SAFETY: mallopt only changes allocator tuning parameters; it is safe to call at any
+        // time, and a refusal (return value 0) just leaves the defaults.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, ONE_GIB);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, ONE_GIB);
         }
     }
 }

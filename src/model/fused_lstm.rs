@@ -18,7 +18,7 @@ mod gates;
 
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -28,35 +28,60 @@ const PARALLEL_CELLS: usize = 8192;
 
 /// Runs one LSTM layer over a sequence.
 ///
-/// - `gx [T, B, 4H]`: the input pre-activations of every step, biases included (gate order i, f,
-///   g, o, as PyTorch).
+/// - `gx [T, B, 4H]`: the input projections of every step, without bias (gate order i, f, g, o,
+///   as PyTorch).
 /// - `w_hh [4H, H]`: the recurrent weights.
-/// - `state0 [2, B, H]`: the initial `h` (row 0) and `c` (row 1).
+/// - `h0`, `c0` `[B, H]`: the initial state.
+/// - `bias`: the gate bias, `[4H]` or `[1, 4H]` (shared by every row) or `[B, 4H]` (per row: a
+///   conditioning input's projection). Added inside the op, so that neither a `[T, B, 4H]`
+///   broadcast sum in the forward pass nor its reduction in the backward pass is needed.
 ///
-/// Returns `[2, T, B, H]`: every step's `h` (index 0) and `c` (index 1). Gradients flow to all
-/// three inputs.
-pub fn lstm_layer(gx: &Tensor, w_hh: &Tensor, state0: &Tensor) -> Result<Tensor> {
+/// Returns `[2, T, B, H]`: every step's `h` (index 0) and `c` (index 1). Gradients flow to every
+/// input.
+pub fn lstm_layer(
+    gx: &Tensor,
+    w_hh: &Tensor,
+    h0: &Tensor,
+    c0: &Tensor,
+    bias: &Tensor,
+) -> Result<Tensor> {
     let (steps, batch, g4) = gx.dims3()?;
     let hidden = g4 / 4;
     if steps == 0 || batch == 0 {
         candle_core::bail!("fused LSTM layer: empty sequence or batch ({steps} steps, batch {batch})");
     }
-    if g4 != 4 * hidden || w_hh.dims() != [g4, hidden] || state0.dims() != [2, batch, hidden] {
+    let per_row = match bias.elem_count() {
+        n if n == g4 => false,
+        n if n == batch * g4 => true,
+        _ => candle_core::bail!("fused LSTM layer: bias {:?} fits neither [4H] nor [B, 4H]", bias.dims()),
+    };
+    if g4 != 4 * hidden
+        || w_hh.dims() != [g4, hidden]
+        || h0.dims() != [batch, hidden]
+        || c0.dims() != [batch, hidden]
+    {
         candle_core::bail!(
-            "fused LSTM layer: gx {:?}, w_hh {:?}, state0 {:?} do not fit together",
+            "fused LSTM layer: gx {:?}, w_hh {:?}, h0 {:?}, c0 {:?} do not fit together",
             gx.dims(),
             w_hh.dims(),
-            state0.dims()
+            h0.dims(),
+            c0.dims()
         );
     }
+    // A custom op takes at most three inputs: the initial state and the bias travel as one.
+    let packed = Tensor::cat(
+        &[h0.flatten_all()?, c0.flatten_all()?, bias.flatten_all()?],
+        0,
+    )?;
     let op = LstmLayerOp {
         steps,
         batch,
         hidden,
+        per_row,
         saved: Mutex::new(None),
     };
     gx.contiguous()?
-        .apply_op3(&w_hh.contiguous()?, &state0.contiguous()?, op)
+        .apply_op3(&w_hh.contiguous()?, &packed, op)
 }
 
 /// The op; it keeps what backward needs from its forward pass.
@@ -64,10 +89,20 @@ struct LstmLayerOp {
     steps: usize,
     batch: usize,
     hidden: usize,
+    /// Whether the bias has one row per batch row (else one shared row).
+    per_row: bool,
     /// Gate activations after their nonlinearities (`[T, B, 4H]`: σ(i), σ(f), tanh(g), σ(o)),
     /// written by `cpu_fwd`, read by `bwd`. A mutex only because `CustomOp3` takes `&self`; it is
     /// never contended (forward and backward of one node never overlap).
     saved: Mutex<Option<Vec<f32>>>,
+}
+
+/// The contiguous f32 data of a tensor held by `storage` (a CPU tensor's storage guard).
+fn storage_f32<'a>(storage: &'a Storage, l: &Layout) -> Result<&'a [f32]> {
+    match storage {
+        Storage::Cpu(s) => f32_slice(s, l),
+        _ => candle_core::bail!("the fused LSTM layer runs on the CPU only"),
+    }
 }
 
 /// The contiguous f32 data of a CPU tensor argument.
@@ -153,9 +188,16 @@ impl CustomOp3 for LstmLayerOp {
         let g4 = 4 * h;
         let gx = f32_slice(s1, l1)?;
         let w = f32_slice(s2, l2)?;
-        let s0 = f32_slice(s3, l3)?;
+        let packed = f32_slice(s3, l3)?;
         let bh = b * h;
+        let (s0, bias) = packed.split_at(2 * bh);
         let mut acts = gx.to_vec();
+        for step in acts.chunks_mut(b * g4) {
+            for (r, row) in step.chunks_mut(g4).enumerate() {
+                let bias = if self.per_row { &bias[r * g4..(r + 1) * g4] } else { bias };
+                row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+            }
+        }
         // out = [h_0..h_{T-1} | c_0..c_{T-1}], each [B, H].
         let mut out = vec![0f32; 2 * t_len * bh];
         let (hs, cs) = out.split_at_mut(t_len * bh);
@@ -192,7 +234,7 @@ impl CustomOp3 for LstmLayerOp {
         &self,
         _gx: &Tensor,
         w_hh: &Tensor,
-        state0: &Tensor,
+        packed: &Tensor,
         res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -202,10 +244,16 @@ impl CustomOp3 for LstmLayerOp {
         let Some(acts) = saved.as_ref() else {
             candle_core::bail!("fused LSTM backward ran before its forward pass");
         };
-        let w = w_hh.flatten_all()?.to_vec1::<f32>()?;
-        let s0 = state0.flatten_all()?.to_vec1::<f32>()?;
-        let out = res.flatten_all()?.to_vec1::<f32>()?;
-        let grad = grad_res.flatten_all()?.to_vec1::<f32>()?;
+        // Read the tensors in place (no copies): hold their storage guards for the whole pass.
+        let grad_res = grad_res.contiguous()?;
+        let (w_guard, w_layout) = w_hh.storage_and_layout();
+        let w = storage_f32(&w_guard, w_layout)?;
+        let (p_guard, p_layout) = packed.storage_and_layout();
+        let s0 = &storage_f32(&p_guard, p_layout)?[..2 * bh];
+        let (o_guard, o_layout) = res.storage_and_layout();
+        let out = storage_f32(&o_guard, o_layout)?;
+        let (g_guard, g_layout) = grad_res.storage_and_layout();
+        let grad = storage_f32(&g_guard, g_layout)?;
         let (hs, cs) = out.split_at(t_len * bh);
         let (dhs, dcs) = grad.split_at(t_len * bh);
 
@@ -246,7 +294,7 @@ impl CustomOp3 for LstmLayerOp {
                     .for_each(row);
             }
             // dh_prev [B, H] = dA_t [B, 4H] · W_hh [4H, H]
-            matmul(&mut dh_next, h, false, (b, h, g4), da, (g4, 1), &w, (h, 1));
+            matmul(&mut dh_next, h, false, (b, h, g4), da, (g4, 1), w, (h, 1));
         }
 
         // dW_hh [4H, H] = Σ_t dA_tᵀ · h_{t-1}: all steps in one matmul over [T·B] rows.
@@ -265,13 +313,24 @@ impl CustomOp3 for LstmLayerOp {
             (h, 1),
         );
 
-        let mut ds0 = dh_next;
-        ds0.extend_from_slice(&dc_next);
+        // The packed input's gradient: [dh0 | dc0 | d bias], the bias summed over steps (and rows
+        // when it is shared).
+        let mut d_packed = dh_next;
+        d_packed.extend_from_slice(&dc_next);
+        let mut d_bias = vec![0f32; if self.per_row { b * g4 } else { g4 }];
+        for step in d_acts.chunks(b * g4) {
+            for (r, row) in step.chunks(g4).enumerate() {
+                let d = if self.per_row { &mut d_bias[r * g4..(r + 1) * g4] } else { &mut d_bias[..] };
+                d.iter_mut().zip(row).for_each(|(d, a)| *d += a);
+            }
+        }
+        d_packed.extend_from_slice(&d_bias);
         let device = Device::Cpu;
+        let packed_len = d_packed.len();
         Ok((
             Some(Tensor::from_vec(d_acts, (t_len, b, g4), &device)?),
             Some(Tensor::from_vec(dw, (g4, h), &device)?),
-            Some(Tensor::from_vec(ds0, (2, b, h), &device)?),
+            Some(Tensor::from_vec(d_packed, packed_len, &device)?),
         ))
     }
 }

@@ -479,12 +479,10 @@ impl Stepper<'_> {
                         .reshape((steps * batch, width))?
                         .matmul(w_x_t)?
                         .reshape((steps, batch, g4))?
-                        .broadcast_add(&bias)?
                 }
-                None => bias.broadcast_as((steps, batch, g4))?.contiguous()?,
+                None => Tensor::zeros((steps, batch, g4), DType::F32, x.device())?,
             };
-            let state0 = Tensor::stack(&[&state.h, &state.c], 0)?;
-            let out = lstm_layer(&gx, &layer.w_hh, &state0)?;
+            let out = lstm_layer(&gx, &layer.w_hh, &state.h, &state.c, &bias)?;
             let (hs, cs) = (out.get(0)?, out.get(1)?);
             states.push(LstmState {
                 h: hs.get(steps - 1)?,
