@@ -191,6 +191,13 @@ impl CustomOp3 for LstmLayerOp {
         let packed = f32_slice(s3, l3)?;
         let bh = b * h;
         let (s0, bias) = packed.split_at(2 * bh);
+        // W_hhᵀ laid out row-major once, so every step's matmul streams its rows contiguously.
+        let mut w_t = vec![0f32; h * g4];
+        for (gate, row) in w.chunks(h).enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                w_t[k * g4 + gate] = *v;
+            }
+        }
         let mut acts = gx.to_vec();
         for step in acts.chunks_mut(b * g4) {
             for (r, row) in step.chunks_mut(g4).enumerate() {
@@ -208,7 +215,7 @@ impl CustomOp3 for LstmLayerOp {
             let c_prev = if t == 0 { &s0[bh..] } else { &c_done[(t - 1) * bh..] };
             let a = &mut acts[t * b * g4..(t + 1) * b * g4];
             // a += h_prev [B, H] · W_hhᵀ [H, 4H]
-            matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), w, (1, h));
+            matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), &w_t, (g4, 1));
             let c_out = &mut c_rest[..bh];
             let h_out = &mut h_rest[..bh];
             let row = |(r, (a, (c_out, h_out))): (usize, (&mut [f32], (&mut [f32], &mut [f32])))| {
