@@ -27,24 +27,24 @@
 //! after close #10 (the first opens load Mesa, compile its shaders, fill caches: memory that stays,
 //! once) and after close #100.
 //!
-//! Needs `Xvfb` and Mesa's software GL (installed by `.ci/run`); fails if Xvfb is missing. Uses
-//! X displays 90..=94 (`tests/editor_screenshot.rs` uses 95..=99). Linux with glibc only.
+//! Needs `Xvfb` and Mesa's software GL (installed by `.ci/run`); fails if Xvfb is missing. The X
+//! server is `tests/support/xvfb.rs`'s. Linux with glibc only.
 
 #[path = "host/harness.rs"]
 mod host;
+#[path = "support/xvfb.rs"]
+mod xvfb;
 
-use std::ops::RangeInclusive;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use host::{
-    AudioThread, Block, PluginUnderTest, TransportInfo, VirtualDisplay, X11Host, X11ParentWindow,
+    AudioThread, Block, PluginUnderTest, TransportInfo, X11Host, X11ParentWindow,
     plugin_library_path,
 };
 use serde_json::Value;
+use xvfb::VirtualDisplay;
 
-/// X displays this file may use.
-const DISPLAYS: RangeInclusive<u32> = 90..=94;
 /// The editor's default size in logical pixels (`drumvae::plugin::params::EDITOR_SIZE`), which is
 /// the physical size at scale 1.
 const DEFAULT_SIZE: (u32, u32) = (1060, 700);
@@ -89,7 +89,7 @@ struct Session {
 
 fn session() -> Session {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let display = VirtualDisplay::start(DISPLAYS).unwrap_or_else(|e| panic!("{e}"));
+    let display = VirtualDisplay::start().unwrap_or_else(|e| panic!("{e}"));
     // SAFETY: the tests of this file are serialised by SERIAL and set the environment before
     // they load the plugin, so no thread of this process reads it meanwhile. The plugin's X11
     // code reads DISPLAY (XOpenDisplay(NULL)) and Mesa reads LIBGL_ALWAYS_SOFTWARE when an editor

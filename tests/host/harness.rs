@@ -18,18 +18,16 @@
 //!   out-of-block output events, malformed note events).
 //! * GUI: the host implements `clap_host_gui`; [`PluginUnderTest`] has the `gui_*` calls of the
 //!   plugin's gui extension and [`PluginUnderTest::open_editor_x11`] /
-//!   [`PluginUnderTest::close_editor`] for the whole embedding sequence. [`VirtualDisplay`] runs a
-//!   private Xvfb, [`X11Host`] is the host's X11 connection and [`X11ParentWindow`] the window the
-//!   editor is embedded in (it can also read its pixels back).
+//!   [`PluginUnderTest::close_editor`] for the whole embedding sequence. [`X11Host`] is the host's
+//!   X11 connection (to a private Xvfb: `tests/support/xvfb.rs`) and [`X11ParentWindow`] the
+//!   window the editor is embedded in (it can also read its pixels back).
 //!
 //! Parameter values are CLAP *plain* values: use the `min`/`max` from [`ParamInfo`].
 #![allow(dead_code)]
 
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1755,150 +1753,8 @@ impl Drop for AudioThread<'_> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// X11: a private X server, the host's connection and the window an editor is embedded in
+// X11: the host's connection and the window an editor is embedded in
 // ---------------------------------------------------------------------------------------------
-
-#[cfg(unix)]
-unsafe extern "C" {
-    /// POSIX `kill(2)`, for a clean SIGTERM to Xvfb (std's `Child::kill` sends SIGKILL, which
-    /// leaves the server's lock file and socket behind).
-    fn kill(pid: i32, signal: i32) -> i32;
-}
-
-#[cfg(target_os = "linux")]
-unsafe extern "C" {
-    /// Linux `prctl(2)`, for `PR_SET_PDEATHSIG`.
-    fn prctl(option: i32, ...) -> i32;
-}
-
-const SIGTERM: i32 = 15;
-
-/// A private X server (`Xvfb :N -screen 0 1280x800x24 -nolisten tcp`), stopped when dropped
-/// (SIGTERM, so it removes its lock file and socket; SIGKILL after 5 s).
-pub struct VirtualDisplay {
-    child: Child,
-    number: u32,
-}
-
-impl VirtualDisplay {
-    /// Starts Xvfb on the first display in `numbers` that no live server holds (a lock file
-    /// naming a dead process is stale: Xvfb takes the display over), and waits until it accepts
-    /// connections. Fails with an installation hint when Xvfb is missing.
-    pub fn start(numbers: RangeInclusive<u32>) -> Result<Self, String> {
-        let range = format!("{}..={}", numbers.start(), numbers.end());
-        for number in numbers {
-            if display_in_use(number) {
-                continue;
-            }
-            let mut command = Process::new("Xvfb");
-            // If the test process dies without dropping the guard (an abort), Xvfb gets SIGTERM
-            // too (the signal follows the spawning thread: the test's, which drops the guard
-            // anyway before it ends).
-            #[cfg(target_os = "linux")]
-            {
-                use std::os::unix::process::CommandExt;
-                // SAFETY: the closure only makes a system call, which is async-signal-safe.
-                unsafe {
-                    command.pre_exec(|| {
-                        const PR_SET_PDEATHSIG: i32 = 1;
-                        prctl(PR_SET_PDEATHSIG, SIGTERM);
-                        Ok(())
-                    });
-                }
-            }
-            let child = command
-                .args([
-                    &format!(":{number}"),
-                    "-screen",
-                    "0",
-                    "1280x800x24",
-                    "-nolisten",
-                    "tcp",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            let child = match child {
-                Ok(child) => child,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(
-                        "Xvfb is not installed: the GUI tests need it and Mesa's software OpenGL \
-                         (apt-get install xvfb libgl1-mesa-dri libglx-mesa0; see .ci/run)"
-                            .into(),
-                    );
-                }
-                Err(e) => return Err(format!("cannot start Xvfb: {e}")),
-            };
-            let mut server = Self { child, number };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(status)) = server.child.try_wait() {
-                    // Lost a race for this display (or it failed): try the next one.
-                    eprintln!("[clap host] Xvfb :{number} exited ({status}); trying the next");
-                    break;
-                }
-                if x11rb::connect(Some(&server.name())).is_ok() {
-                    return Ok(server);
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("Xvfb :{number} accepted no connection within 20 s"));
-                }
-                thread::sleep(Duration::from_millis(50));
-            }
-        }
-        Err(format!("no free X display in {range}"))
-    }
-
-    /// The display name, `":N"` (the value for `DISPLAY`).
-    pub fn name(&self) -> String {
-        format!(":{}", self.number)
-    }
-
-    pub fn number(&self) -> u32 {
-        self.number
-    }
-}
-
-/// Whether a live X server holds display `number` (its lock file names a running process).
-fn display_in_use(number: u32) -> bool {
-    match std::fs::read_to_string(format!("/tmp/.X{number}-lock")) {
-        Err(_) => false,
-        Ok(text) => match text.trim().parse::<u32>() {
-            Ok(pid) => Path::new(&format!("/proc/{pid}")).exists(),
-            Err(_) => true,
-        },
-    }
-}
-
-impl Drop for VirtualDisplay {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            // Ended (and reaped) already: its pid may be another process's by now.
-            return;
-        }
-        #[cfg(unix)]
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on our own child process, which has not been reaped yet.
-            unsafe { kill(pid, SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Killed hard: remove what it left, if it is still ours.
-        let lock = format!("/tmp/.X{}-lock", self.number);
-        if std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == self.child.id().to_string()) {
-            let _ = std::fs::remove_file(lock);
-            let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{}", self.number));
-        }
-    }
-}
 
 /// An RGB image read back from an X11 window.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1977,6 +1833,21 @@ impl X11Host {
             .check()
             .map_err(|e| x(&e))?;
         Ok(window)
+    }
+}
+
+impl X11Host {
+    /// The top-level windows on the server (the root window's children): the host's parent
+    /// windows, and any window a plugin left at the top level.
+    pub fn top_level_windows(&self) -> Result<Vec<u32>, String> {
+        let root = self.conn.setup().roots[self.screen].root;
+        let tree = self
+            .conn
+            .query_tree(root)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| format!("listing the top-level windows: {e}"))?;
+        Ok(tree.children)
     }
 }
 
