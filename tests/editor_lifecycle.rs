@@ -6,26 +6,37 @@
 //!   closed 100 times (`create`, `set_scale`, `get_size`, `set_parent`, `show`, a few frames,
 //!   `hide`, `destroy`). Every open embeds a window of the reported size in the host's window (the
 //!   editor is seen drawing on the first and the last open), every close ends the editor's GUI
-//!   thread and closes what it opened (threads and file descriptors come back to where they were
-//!   before the first open, the host's window is left empty), nothing panics, and the host sees
-//!   no protocol violation. Memory: see below.
+//!   thread and closes what it opened (threads, file descriptors and the X server's top-level
+//!   windows come back to where they were before the first open, the host's window is left
+//!   empty), nothing panics, and the host sees no protocol violation.
 //! - **Size and state.** `gui.get_size` reports the default size and the embedded window has it;
 //!   the selected corner and the editor size survive a save and a load into a fresh instance, and
 //!   a restored size is the size the editor reports and opens at (the host restores a session
 //!   after `Plugin::editor` built the editor object, so the editor reads its size when it opens).
+//! - **Memory.** The editor leaves nothing of ours behind: from close #10 to close #100 the heap
+//!   grows by no more than what baseview leaks on every open (below) plus a small margin, and the
+//!   resident set by a bounded amount.
 //!
-//! **Known problems** (ignored tests that fail today; run them with `--ignored`):
+//! **baseview's leak.** baseview 0.4.2 (nice-plug-egui's windowing; X11) leaks an xkbcommon
+//! keymap, with its context, on every editor open: `XkbcommonState::new` takes the keymap of
+//! `xkb_x11_keymap_new_from_device`, builds its state on it and never unrefs the keymap, so the
+//! state's unref on close leaves it alive. We may not patch baseview, so the test measures that
+//! leak on this machine (the same xkbcommon calls on a connection of its own, see
+//! [`baseview_keymap_leak_bytes`]: its size depends on the X server's keymap and the xkbcommon
+//! version) and allows exactly that much per open, plus [`HEAP_MARGIN_PER_OPEN`]. Measured here
+//! (Debian 12: Xvfb 21.1.7, xkbcommon 1.5.0, Mesa 22.3.6 llvmpipe): 71.2 KiB an open, of which
+//! the keymap is 70.8 KiB (about 900 blocks: 53 KiB of data plus malloc's chunk headers). Mesa
+//! leaks about 10 KiB more on every open when baseview's unloading of `libEGL` takes Mesa with it
+//! (see [`pin_gl_stack`]); the test keeps it loaded. Nothing the plugin's own code allocates stays:
+//! glibc's `mtrace` over 12 cycles found 0.3 KiB from the plugin binary (3 blocks, none per
+//! open), Valgrind over 6 only live data (egui's debug-build id names, bounded, and the host's
+//! records).
 //!
-//! - baseview 0.4.2 (nice-plug-egui's windowing) leaks its xkbcommon keymap on every editor open
-//!   (`XkbcommonState::new` never unrefs the keymap of `xkb_x11_keymap_new_from_device`): about
-//!   70 KiB of heap per open (81 KiB an open measured in all, with Mesa's reload churn). The
-//!   lifecycle test tolerates it (its bound catches anything of an editor's size);
-//!   [`editor_open_close_cycles_leak_no_heap`] holds the line without it.
-//!
-//! Memory is measured twice: the glibc heap in use (`mallinfo2`: exact, what a leak grows) and the
-//! resident set (`VmRSS` after `malloc_trim`, so freed heap pages do not count). Both are taken
-//! after close #10 (the first opens load Mesa, compile its shaders, fill caches: memory that stays,
-//! once) and after close #100.
+//! Memory is measured twice: the glibc heap in use (`mallinfo2`: exact, what a leak grows, for
+//! the plugin binary, Mesa, Xlib and xkbcommon alike) and the resident set (`VmRSS` after
+//! `malloc_trim`, so freed heap pages do not count). Both are taken after close #10 (the first
+//! opens load Mesa, compile its shaders, fill caches: memory that stays, once) and after close
+//! #100.
 //!
 //! Needs `Xvfb` and Mesa's software GL (installed by `.ci/run`); fails if Xvfb is missing. The X
 //! server is `tests/support/xvfb.rs`'s. Linux with glibc only.
@@ -35,7 +46,8 @@ mod host;
 #[path = "support/xvfb.rs"]
 mod xvfb;
 
-use std::sync::{Mutex, MutexGuard};
+use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use host::{
@@ -61,17 +73,17 @@ const BASELINE_CYCLE: usize = 10;
 const FIRST_DRAW: Duration = Duration::from_millis(300);
 const DRAW: Duration = Duration::from_millis(30);
 
-/// Heap growth allowed per open/close, from close #10 to close #100, in the lifecycle test. An
-/// open editor holds about 20 MiB of heap (egui with its font atlas, the GL renderer, baseview;
-/// the test prints the figure): leaking a hundredth of it on every open fails. What passes is
-/// the known baseview keymap leak (about 70 KiB an open) and Mesa's reload churn (the GL stack is
-/// loaded and unloaded with every editor: about 11 KiB an open, none with it kept loaded).
-const MAX_HEAP_GROWTH_PER_OPEN_KIB: f64 = 128.0;
-/// The same without the known baseview leak (the ignored test): Mesa's churn and some margin.
-const MAX_HEAP_GROWTH_PER_OPEN_KIB_STRICT: f64 = 24.0;
-/// Resident memory growth allowed from close #10 to close #100. An open editor adds about
-/// 30 MiB to the resident set; the heap's growth (above) plus allocator fragmentation around the
-/// leaked blocks stays well under this.
+/// Heap growth allowed per open/close beyond baseview's keymap leak (measured by
+/// [`baseview_keymap_leak_bytes`]), from close #10 to close #100. Measured: 0.4 KiB (with the GL
+/// stack kept loaded, see [`pin_gl_stack`]). An open editor holds about 23 MiB of heap (egui with
+/// its font atlas, the GL renderer, baseview; the test prints the figure): keeping 8 KiB of it
+/// on every open fails.
+const HEAP_MARGIN_PER_OPEN: f64 = 8.0 * 1024.0;
+/// Resident memory growth allowed from close #10 to close #100 (90 opens). An open editor adds
+/// about 30 MiB to the resident set. Measured: 11 to 16 MiB, 1.5 to 2 times the heap's growth
+/// (the keymap's small blocks, allocated on the editor threads, pin pages of their malloc arenas
+/// that `malloc_trim` cannot return). A backstop for what the heap does not see (mappings, thread
+/// stacks, GL buffers).
 const MAX_RSS_GROWTH_KIB: u64 = 24 * 1024;
 /// How long the editor's teardown may go on after `gui.destroy` returned (see
 /// [`wait_until_closed`]).
@@ -134,14 +146,22 @@ struct MallInfo2 {
 unsafe extern "C" {
     fn mallinfo2() -> MallInfo2;
     fn malloc_trim(pad: usize) -> i32;
+    fn dlopen(file: *const c_char, mode: c_int) -> *mut c_void;
+    fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void;
 }
 
-/// Heap in use (glibc: every arena, plus mmapped blocks), KiB. The plugin binary allocates from
-/// the same glibc heap, and so do Mesa, Xlib and xkbcommon.
-fn heap_kib() -> u64 {
+const RTLD_NOW: c_int = 2;
+
+/// Heap in use (glibc: every arena, plus mmapped blocks), bytes. The plugin binary allocates from
+/// the same glibc heap (its Rust allocator is the system's), and so do Mesa, Xlib and xkbcommon.
+fn heap_bytes() -> u64 {
     // SAFETY: mallinfo2 only reads the allocator's statistics.
     let info = unsafe { mallinfo2() };
-    ((info.uordblks + info.hblkhd) / 1024) as u64
+    (info.uordblks + info.hblkhd) as u64
+}
+
+fn heap_kib() -> u64 {
+    heap_bytes() / 1024
 }
 
 /// Resident memory of this process, KiB, after handing free heap pages back to the system.
@@ -168,6 +188,17 @@ fn fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .count()
+}
+
+/// Keeps the GL stack loaded for the rest of the process, as a host that draws with OpenGL itself
+/// does. baseview loads `libEGL.so.1` for every editor window and unloads it when the window
+/// closes; with nothing else holding it, Mesa (`libEGL_mesa`, `libglapi`) is unloaded and loaded
+/// again on every open, and each load of Mesa 22.3's `libglapi` leaks the 255 names of its
+/// dynamic dispatch stubs (about 8 KiB). Not ours, and not what a host sees: the test keeps it
+/// loaded (a handle never closed).
+fn pin_gl_stack() {
+    // SAFETY: loads a system library and never closes it.
+    unsafe { dlopen(c"libEGL.so.1".as_ptr(), RTLD_NOW) };
 }
 
 /// The process's threads and file descriptors, and the host window's children.
@@ -214,6 +245,146 @@ fn wait_until_closed(
         now.threads, now.fds, before.threads, before.fds, now.children
     );
     (right_after, returned.elapsed())
+}
+
+/// Waits (at most [`TEARDOWN_LIMIT`]) until the X server's top-level windows are `before`'s again:
+/// the host's window is gone and the editor left none (the server destroys the windows of a
+/// connection as it closes, which can take a moment after the editor's thread ended).
+fn wait_for_top_level_windows(x11: &X11Host, before: &[u32], what: &str) {
+    let start = Instant::now();
+    loop {
+        let now = x11.top_level_windows().unwrap_or_else(|e| panic!("{e}"));
+        if now == before {
+            return;
+        }
+        assert!(
+            start.elapsed() < TEARDOWN_LIMIT,
+            "{what}: the X server has the top-level windows {now:x?}, {before:x?} before the first \
+             open: the editor leaks windows"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// baseview's keymap leak
+
+/// What one editor open leaks in baseview 0.4.2's `XkbcommonState::new` on this machine, bytes of
+/// heap (`mallinfo2`, so malloc's chunk overhead included, as in the lifecycle's measurement): the
+/// same xkbcommon calls, on a connection of our own to `display`, repeated. A context, the core
+/// keyboard's keymap and a state built on it; then the context and (on close) the state are
+/// unreffed and the keymap is not, so it stays with the context it holds. 0 when
+/// libxkbcommon-x11 is missing (baseview then has no keymap either).
+fn baseview_keymap_leak_bytes(display: &str) -> f64 {
+    type Ptr = *mut c_void;
+
+    /// A function of `library`; `F` is its `unsafe extern "C" fn` type.
+    unsafe fn symbol<F: Copy>(library: Ptr, name: &CStr) -> F {
+        assert_eq!(size_of::<F>(), size_of::<Ptr>());
+        // SAFETY: the caller names a function of `library` and its C signature.
+        let function = unsafe { dlsym(library, name.as_ptr()) };
+        assert!(!function.is_null(), "{name:?} is missing");
+        // SAFETY: a function pointer and a data pointer have the same size and representation.
+        unsafe { std::mem::transmute_copy(&function) }
+    }
+
+    // SAFETY: system libraries, loaded for good (never closed).
+    let (xcb, xkb_x11) = unsafe {
+        (
+            dlopen(c"libxcb.so.1".as_ptr(), RTLD_NOW),
+            dlopen(c"libxkbcommon-x11.so.0".as_ptr(), RTLD_NOW),
+        )
+    };
+    if xcb.is_null() || xkb_x11.is_null() {
+        return 0.0;
+    }
+    // SAFETY: the C signatures of libxcb 1 and libxkbcommon(-x11) 0 (xkbcommon's own functions
+    // resolve through libxkbcommon-x11's dependency on it).
+    let (
+        xcb_connect,
+        xcb_connection_has_error,
+        xcb_disconnect,
+        setup_xkb_extension,
+        core_keyboard_device_id,
+        keymap_new_from_device,
+        state_new_from_device,
+        context_new,
+        context_unref,
+        state_unref,
+    ) = unsafe {
+        (
+            symbol::<unsafe extern "C" fn(*const c_char, *mut c_int) -> Ptr>(xcb, c"xcb_connect"),
+            symbol::<unsafe extern "C" fn(Ptr) -> c_int>(xcb, c"xcb_connection_has_error"),
+            symbol::<unsafe extern "C" fn(Ptr)>(xcb, c"xcb_disconnect"),
+            symbol::<
+                unsafe extern "C" fn(
+                    Ptr,
+                    u16,
+                    u16,
+                    c_int,
+                    *mut u16,
+                    *mut u16,
+                    *mut u8,
+                    *mut u8,
+                ) -> c_int,
+            >(xkb_x11, c"xkb_x11_setup_xkb_extension"),
+            symbol::<unsafe extern "C" fn(Ptr) -> i32>(
+                xkb_x11,
+                c"xkb_x11_get_core_keyboard_device_id",
+            ),
+            symbol::<unsafe extern "C" fn(Ptr, Ptr, i32, c_int) -> Ptr>(
+                xkb_x11,
+                c"xkb_x11_keymap_new_from_device",
+            ),
+            symbol::<unsafe extern "C" fn(Ptr, Ptr, i32) -> Ptr>(
+                xkb_x11,
+                c"xkb_x11_state_new_from_device",
+            ),
+            symbol::<unsafe extern "C" fn(c_int) -> Ptr>(xkb_x11, c"xkb_context_new"),
+            symbol::<unsafe extern "C" fn(Ptr)>(xkb_x11, c"xkb_context_unref"),
+            symbol::<unsafe extern "C" fn(Ptr)>(xkb_x11, c"xkb_state_unref"),
+        )
+    };
+
+    let name = CString::new(display).unwrap();
+    // SAFETY: the calls follow xkbcommon-x11's documented use; every pointer is checked.
+    unsafe {
+        let connection = xcb_connect(name.as_ptr(), std::ptr::null_mut());
+        assert!(
+            !connection.is_null() && xcb_connection_has_error(connection) == 0,
+            "xcb cannot connect to {display}"
+        );
+        let null = std::ptr::null_mut();
+        assert_eq!(
+            setup_xkb_extension(connection, 1, 0, 0, null, null, null.cast(), null.cast()),
+            1,
+            "the X server has no XKB"
+        );
+        let device = core_keyboard_device_id(connection);
+        assert!(device >= 0, "no core keyboard");
+        // What baseview does per open (`XkbcommonState::new`, then its drop).
+        let leak = || {
+            let context = context_new(0);
+            assert!(!context.is_null());
+            let keymap = keymap_new_from_device(context, connection, device, 0);
+            assert!(!keymap.is_null());
+            let state = state_new_from_device(keymap, connection, device);
+            assert!(!state.is_null());
+            context_unref(context);
+            state_unref(state);
+        };
+        // Once before measuring: first-use allocations (xcb's reply buffers, ...) are not the
+        // leak.
+        leak();
+        const RUNS: u32 = 16;
+        let before = heap_bytes();
+        for _ in 0..RUNS {
+            leak();
+        }
+        let per_run = (heap_bytes() as f64 - before as f64) / f64::from(RUNS);
+        xcb_disconnect(connection);
+        per_run
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,20 +464,29 @@ fn assert_embedded(parent: &X11ParentWindow<'_>, size: (u32, u32), what: &str) {
 
 /// What [`open_and_close_100_times`] measured.
 struct Lifecycle {
-    /// Heap in use after close #10 and after close #100, KiB.
+    /// Heap in use after close #10 and after close #100, bytes.
     heap: (u64, u64),
     /// VmRSS after close #10 and after close #100, KiB.
     rss: (u64, u64),
+    /// What baseview's keymap leak costs per open here ([`baseview_keymap_leak_bytes`]).
+    keymap_leak: f64,
 }
 
 impl Lifecycle {
-    fn heap_growth_per_open_kib(&self) -> f64 {
+    fn heap_growth_per_open(&self) -> f64 {
         (self.heap.1 as f64 - self.heap.0 as f64) / (CYCLES - BASELINE_CYCLE) as f64
     }
 
     fn rss_growth_kib(&self) -> u64 {
         self.rss.1.saturating_sub(self.rss.0)
     }
+}
+
+/// The one run of [`open_and_close_100_times`] the lifecycle tests judge (it takes about 12 s:
+/// the first test to ask runs it, the other waits for it; after a panic, the next one reruns it).
+fn lifecycle() -> &'static Lifecycle {
+    static RUN: OnceLock<Lifecycle> = OnceLock::new();
+    RUN.get_or_init(open_and_close_100_times)
 }
 
 /// Activates the plugin, plays a running transport and opens and closes the editor 100 times,
@@ -316,6 +496,7 @@ impl Lifecycle {
 fn open_and_close_100_times() -> Lifecycle {
     let session = session();
     let started = Instant::now();
+    pin_gl_stack();
     let x11 = X11Host::connect(&session.display.name()).unwrap_or_else(|e| panic!("{e}"));
     let mut plugin = load();
     assert!(plugin.gui_is_api_supported(c"x11", false));
@@ -324,6 +505,7 @@ fn open_and_close_100_times() -> Lifecycle {
     transport.play_for(&mut audio, Duration::from_millis(100));
 
     let before = footprint(None);
+    let top_level = x11.top_level_windows().unwrap_or_else(|e| panic!("{e}"));
     let heap_before = heap_kib();
     let mut heap_baseline = 0;
     let mut rss_baseline = 0;
@@ -385,19 +567,24 @@ fn open_and_close_100_times() -> Lifecycle {
             longest_teardown = longest_teardown.max(teardown);
         }
         drop(parent);
+        wait_for_top_level_windows(&x11, &top_level, &format!("close #{cycle}"));
         transport.play_for(&mut audio, Duration::from_millis(5));
         if cycle == BASELINE_CYCLE {
-            heap_baseline = heap_kib();
+            heap_baseline = heap_bytes();
             rss_baseline = rss_kib();
-            editor_heap = editor_heap.saturating_sub(heap_baseline);
+            editor_heap = editor_heap.saturating_sub(heap_baseline / 1024);
         }
         slowest_cycle = slowest_cycle.max(cycle_start.elapsed());
     }
-    let measured = Lifecycle {
-        heap: (heap_baseline, heap_kib()),
-        rss: (rss_baseline, rss_kib()),
-    };
+    let heap_end = heap_bytes();
+    let rss_end = rss_kib();
     let end = footprint(None);
+    // After the measurements: it leaks what it measures.
+    let measured = Lifecycle {
+        heap: (heap_baseline, heap_end),
+        rss: (rss_baseline, rss_end),
+        keymap_leak: baseview_keymap_leak_bytes(&session.display.name()),
+    };
     let blocks = audio.blocks_processed();
     let peak = audio.peak_output();
     audio.stop().unwrap();
@@ -409,9 +596,9 @@ fn open_and_close_100_times() -> Lifecycle {
          while open, {} after; file descriptors: {} before, {} after. gui.destroy returned with \
          the editor's thread still running in {late_teardowns} of {CYCLES} closes (gone at most \
          {} ms later). Heap in use: {heap_before} KiB before, {} KiB after close \
-         #{BASELINE_CYCLE}, {} KiB after close #{CYCLES}: {:.1} KiB an open (an open editor \
-         holds {editor_heap} KiB). VmRSS: {} KiB after close #{BASELINE_CYCLE}, {} KiB after \
-         close #{CYCLES}: {} KiB growth.",
+         #{BASELINE_CYCLE}, {} KiB after close #{CYCLES}: {:.1} KiB an open, of which baseview's \
+         keymap leak is {:.1} KiB (an open editor holds {editor_heap} KiB). VmRSS: {} KiB after \
+         close #{BASELINE_CYCLE}, {} KiB after close #{CYCLES}: {} KiB growth.",
         started.elapsed().as_secs_f64(),
         first_frame.as_millis(),
         slowest_cycle.as_millis(),
@@ -420,9 +607,10 @@ fn open_and_close_100_times() -> Lifecycle {
         before.fds,
         end.fds,
         longest_teardown.as_millis(),
-        measured.heap.0,
-        measured.heap.1,
-        measured.heap_growth_per_open_kib(),
+        measured.heap.0 / 1024,
+        measured.heap.1 / 1024,
+        measured.heap_growth_per_open() / 1024.0,
+        measured.keymap_leak / 1024.0,
         measured.rss.0,
         measured.rss.1,
         measured.rss_growth_kib(),
@@ -446,17 +634,11 @@ fn open_and_close_100_times() -> Lifecycle {
     measured
 }
 
+/// Opening and closing works 100 times over and leaves no thread, file descriptor or window
+/// behind (see [`open_and_close_100_times`]), and the resident set stays bounded.
 #[test]
 fn editor_opens_and_closes_100_times_without_leaking_or_panicking() {
-    let measured = open_and_close_100_times();
-    let per_open = measured.heap_growth_per_open_kib();
-    assert!(
-        per_open < MAX_HEAP_GROWTH_PER_OPEN_KIB,
-        "the heap grew by {per_open:.1} KiB an open from close #{BASELINE_CYCLE} ({} KiB) to \
-         close #{CYCLES} ({} KiB): the editor leaks",
-        measured.heap.0,
-        measured.heap.1
-    );
+    let measured = lifecycle();
     assert!(
         measured.rss_growth_kib() < MAX_RSS_GROWTH_KIB,
         "resident memory grew by {} KiB from close #{BASELINE_CYCLE} ({} KiB) to close \
@@ -467,18 +649,23 @@ fn editor_opens_and_closes_100_times_without_leaking_or_panicking() {
     );
 }
 
+/// The heap grows by no more than baseview's keymap leak per open (plus
+/// [`HEAP_MARGIN_PER_OPEN`]): the editor itself keeps nothing.
 #[test]
-#[ignore = "known problem: baseview 0.4.2 leaks its xkbcommon keymap (about 70 KiB) on every \
-            editor open"]
 fn editor_open_close_cycles_leak_no_heap() {
-    let measured = open_and_close_100_times();
-    let per_open = measured.heap_growth_per_open_kib();
+    let measured = lifecycle();
+    let per_open = measured.heap_growth_per_open();
+    let allowed = measured.keymap_leak + HEAP_MARGIN_PER_OPEN;
     assert!(
-        per_open < MAX_HEAP_GROWTH_PER_OPEN_KIB_STRICT,
-        "the heap grew by {per_open:.1} KiB an open from close #{BASELINE_CYCLE} ({} KiB) to \
-         close #{CYCLES} ({} KiB)",
-        measured.heap.0,
-        measured.heap.1
+        per_open <= allowed,
+        "the heap grew by {:.1} KiB an open from close #{BASELINE_CYCLE} ({} KiB) to close \
+         #{CYCLES} ({} KiB); baseview's keymap leak explains {:.1} KiB of it, and at most {:.1} \
+         KiB more may stay: the editor leaks",
+        per_open / 1024.0,
+        measured.heap.0 / 1024,
+        measured.heap.1 / 1024,
+        measured.keymap_leak / 1024.0,
+        HEAP_MARGIN_PER_OPEN / 1024.0
     );
 }
 
