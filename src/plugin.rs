@@ -121,7 +121,7 @@ impl Plugin for DrumVae {
     const SAMPLE_ACCURATE_AUTOMATION: bool = false;
 
     #[cfg(feature = "editor")]
-    type Editor = nice_plug_egui::EguiEditor<editor::EditorApp>;
+    type Editor = editor::DrumVaeEditor;
     #[cfg(not(feature = "editor"))]
     type Editor = ();
     type SysExMessage = ();
@@ -133,11 +133,11 @@ impl Plugin for DrumVae {
 
     #[cfg(feature = "editor")]
     fn editor(&mut self, _executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
-        editor::create(
+        Some(editor::create(
             self.params.clone(),
             self.link.clone(),
             self.play_state.clone(),
-        )
+        ))
     }
 
     fn activate(

@@ -5,13 +5,17 @@
 //! is not blank and that the pattern view shows the default pattern: every hit of the pattern the
 //! plugin plays at its default parameters is drawn at its cell, and cells without a hit are dark.
 //!
-//! Needs `Xvfb` and Mesa's software GL (installed by `.ci/run`).
+//! Needs `Xvfb` and Mesa's software GL (installed by `.ci/run`); the X server is
+//! `tests/support/xvfb.rs`'s.
+
+#[path = "support/xvfb.rs"]
+mod xvfb;
 
 use candle_core::Device;
 use drumvae::generator::{Engine, Point};
 use drumvae::groove::{STEPS, VOICES};
 use drumvae::plugin::editor::{grid, layout};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use x11rb::connection::Connection;
@@ -25,39 +29,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Displays this test may use (tests/editor_lifecycle.rs uses 90..=94).
-const DISPLAYS: std::ops::RangeInclusive<u32> = 95..=99;
-
-fn start_xvfb() -> (Killed, u32) {
-    let display = DISPLAYS
-        .clone()
-        .find(|n| !Path::new(&format!("/tmp/.X{n}-lock")).exists())
-        .expect("no free X display in 95..=99");
-    let child = Command::new("Xvfb")
-        .args([
-            &format!(":{display}"),
-            "-screen",
-            "0",
-            "1280x800x24",
-            "-nolisten",
-            "tcp",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start Xvfb ({e}): install it (apt-get install xvfb; see .ci/run)")
-        });
-    let guard = Killed(child);
-    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{display}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "Xvfb did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (guard, display)
 }
 
 /// The mapped window of the editor's size, searched depth-first from the root.
@@ -128,18 +99,18 @@ fn brightness(c: [u8; 3]) -> u32 {
 
 #[test]
 fn the_editor_shows_the_playing_pattern() {
-    let (_xvfb, display) = start_xvfb();
+    let xvfb = xvfb::VirtualDisplay::start().unwrap_or_else(|e| panic!("{e}"));
     let app = Killed(
         Command::new(env!("CARGO_BIN_EXE_drumvae-standalone"))
             .args(["-b", "dummy", "--tempo", "120"])
-            .env("DISPLAY", format!(":{display}"))
+            .env("DISPLAY", xvfb.name())
             .env("LIBGL_ALWAYS_SOFTWARE", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the standalone build runs"),
     );
-    let (conn, screen) = x11rb::connect(Some(&format!(":{display}"))).expect("connects to Xvfb");
+    let (conn, screen) = x11rb::connect(Some(&xvfb.name())).expect("connects to Xvfb");
     let root = conn.setup().roots[screen].root;
     let deadline = Instant::now() + Duration::from_secs(90);
     let window = loop {

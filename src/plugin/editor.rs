@@ -15,9 +15,14 @@ use crate::generator::{Command, Link};
 use crate::groove::{Pattern, STEPS, STEPS_PER_BEAT, VOICES};
 use egui::{Color32, RichText, Ui, UiBuilder};
 use nice_plug::context::gui::GuiContext;
+use nice_plug::editor::dpi::{LogicalSize, NativeSize};
+use nice_plug::editor::{HostMethods, SpawnedEditor};
 use nice_plug::prelude::*;
 use nice_plug_egui::widgets::ParamSlider;
-use nice_plug_egui::{EguiEditor, EguiEditorState, EguiNiceSettings, NiceEguiApp};
+use nice_plug_egui::{
+    EguiEditor, EguiEditorHandle, EguiEditorState, EguiNiceSettings, NiceEguiApp, RepaintNotifier,
+};
+use parking_lot::Mutex;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -34,50 +39,171 @@ pub struct EditorApp {
     model_path: String,
     export_path: String,
     export_bars: u32,
+    /// The scale factor (physical pixels per logical pixel) of the last window, 1 before the
+    /// first: what [`DrumVaeEditor::size`] reports a closed editor's size at.
+    scale_factor: f64,
 }
 
-/// Builds the editor the host opens.
-pub fn create(
+/// The plugin's editor (what `Plugin::editor` returns).
+///
+/// nice-plug calls `Plugin::editor` once, when the instance is created: before the host restores
+/// a saved session. An [`EguiEditor`] fixes its window size when it is built (its
+/// [`EguiEditorState`] has no setter), so this type builds a fresh one each time the host opens
+/// the editor ([`Editor::spawn`]), from the persisted `editor-size` as it is then, and answers
+/// [`Editor::size`] from it while no window is open: a session reopens at the size it was saved
+/// with. The open window's handle is nice-plug-egui's own, so parameter, state and scale-factor
+/// notifications reach the window unchanged. The [`EditorApp`] (GUI-only text such as the export
+/// path) is shared by every window the instance opens.
+pub struct DrumVaeEditor {
     params: Arc<DrumVaeParams>,
-    link: Link,
-    play: Arc<PlayState>,
-) -> Option<EguiEditor<EditorApp>> {
-    let (w, h) = *params.editor_size.read();
-    let (w, h) = if w >= 200 && h >= 200 {
-        (w, h)
-    } else {
-        EDITOR_SIZE
-    };
-    let state = EguiEditorState::from_size(
-        nice_plug::editor::dpi::LogicalSize::new(f64::from(w), f64::from(h)),
-        1.0,
-    );
-    let model_path = params
-        .model_path
-        .read()
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
+    app: Arc<Mutex<EditorApp>>,
+    repaint: RepaintNotifier,
+    /// The egui editor of the window open now (or last): `size()` asks it while it is open.
+    spawned: Mutex<Option<Spawned>>,
+}
+
+struct Spawned {
+    editor: EguiEditor<SharedApp>,
+    state: Arc<EguiEditorState>,
+}
+
+/// The editor does not resize: its layout is fixed ([`layout`]).
+const RESIZE_HINT: ResizeHint = ResizeHint::NON_RESIZABLE;
+
+/// Builds the editor the host opens.
+pub fn create(params: Arc<DrumVaeParams>, link: Link, play: Arc<PlayState>) -> DrumVaeEditor {
     let export_path = std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join("drumvae-export.mid"))
         .unwrap_or_else(|| PathBuf::from("drumvae-export.mid"))
         .display()
         .to_string();
-    nice_plug_egui::create_egui_editor(
-        state,
-        nice_plug_egui::RepaintNotifier::new(),
-        EguiNiceSettings::new().with_tile("DrumVAE"),
-        EditorApp {
-            params,
+    DrumVaeEditor {
+        app: Arc::new(Mutex::new(EditorApp {
+            params: params.clone(),
             link,
             play,
             gui: None,
             slots: Default::default(),
-            model_path,
+            model_path: String::new(),
             export_path,
             export_bars: 4,
-        },
-    )
+            scale_factor: 1.0,
+        })),
+        params,
+        repaint: RepaintNotifier::new(),
+        spawned: Mutex::new(None),
+    }
+}
+
+impl DrumVaeEditor {
+    /// The persisted editor size (logical pixels); the default for a nonsensical one.
+    fn persisted_size(&self) -> (u32, u32) {
+        let (w, h) = *self.params.editor_size.read();
+        if (200..=16_384).contains(&w) && (200..=16_384).contains(&h) {
+            (w, h)
+        } else {
+            EDITOR_SIZE
+        }
+    }
+
+    /// The window size the next open gets: the persisted size at the last window's scale factor.
+    fn size_at_next_open(&self) -> NativeSize<u32> {
+        let (w, h) = self.persisted_size();
+        let scale = self.app.lock().scale_factor;
+        NativeSize::from_size(LogicalSize::new(w as f32, h as f32).into(), scale)
+    }
+}
+
+impl Editor for DrumVaeEditor {
+    type Handle = EguiEditorHandle;
+
+    fn spawn(
+        &self,
+        parent: Option<ParentWindowHandle>,
+        wait_for_parent: bool,
+        fallback_scale_factor: Option<f64>,
+        gui_context: GuiContext,
+        host: Option<HostMethods>,
+    ) -> Result<SpawnedEditor<Self::Handle>, Box<dyn std::error::Error>> {
+        let (w, h) = self.persisted_size();
+        let state = EguiEditorState::from_size(LogicalSize::new(w as f32, h as f32), 1.0);
+        let editor = nice_plug_egui::create_egui_editor(
+            state.clone(),
+            self.repaint.clone(),
+            EguiNiceSettings::new()
+                .with_tile("DrumVAE")
+                .with_resize_hint(RESIZE_HINT),
+            SharedApp(self.app.clone()),
+        )
+        .expect("create_egui_editor always returns an editor");
+        // The wrapper drops the previous window's handle before it opens the next one.
+        let spawned = editor.spawn(
+            parent,
+            wait_for_parent,
+            fallback_scale_factor,
+            gui_context,
+            host,
+        )?;
+        *self.spawned.lock() = Some(Spawned { editor, state });
+        Ok(spawned)
+    }
+
+    fn size(&self) -> NativeSize<u32> {
+        match &*self.spawned.lock() {
+            Some(open) if open.state.is_open() => open.editor.size(),
+            _ => self.size_at_next_open(),
+        }
+    }
+
+    fn resize_hint(&self) -> ResizeHint {
+        RESIZE_HINT
+    }
+
+    fn track_info_updated(&self, info: TrackInfo) {
+        self.app.lock().track_info_changed(info);
+        self.repaint.request_repaint();
+    }
+
+    unsafe fn assume_standalone_in_process(&self) {
+        // SAFETY: the caller upholds `Editor::assume_standalone_in_process`'s contract, which is
+        // baseview's (nice-plug-egui's editor does the same).
+        unsafe { nice_plug_egui::baseview::assume_standalone_in_process() }
+    }
+}
+
+/// The [`EditorApp`] shared by the windows of one instance (each window is a new
+/// [`EguiEditor`], which owns its app).
+struct SharedApp(Arc<Mutex<EditorApp>>);
+
+impl NiceEguiApp for SharedApp {
+    fn build(
+        &mut self,
+        egui_ctx: egui::Context,
+        gui: GuiContext,
+        frame: &mut nice_plug_egui::Frame,
+    ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
+        self.0.lock().build(egui_ctx, gui, frame)
+    }
+
+    fn ui(&mut self, ui: &mut Ui, frame: &mut nice_plug_egui::Frame) {
+        self.0.lock().ui(ui, frame);
+    }
+
+    fn resized(&mut self, size: nice_plug_egui::baseview::WindowSize) {
+        self.0.lock().resized(size);
+    }
+
+    fn zoom_factor_changed(&mut self, zoom_factor: f32) {
+        self.0.lock().zoom_factor_changed(zoom_factor);
+    }
+
+    fn editor_closed(&mut self) {
+        self.0.lock().editor_closed();
+    }
+
+    fn track_info_changed(&mut self, info: TrackInfo) {
+        self.0.lock().track_info_changed(info);
+    }
 }
 
 impl NiceEguiApp for EditorApp {
@@ -89,6 +215,14 @@ impl NiceEguiApp for EditorApp {
     ) -> Result<(), nice_plug_egui::baseview::HandlerError> {
         egui_ctx.set_visuals(egui::Visuals::dark());
         self.gui = Some(gui);
+        // What the session holds now (a state may have been restored since the last open).
+        self.model_path = self
+            .params
+            .model_path
+            .read()
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         Ok(())
     }
 
@@ -119,6 +253,7 @@ impl NiceEguiApp for EditorApp {
     fn resized(&mut self, size: nice_plug_egui::baseview::WindowSize) {
         let l = size.logical;
         *self.params.editor_size.write() = (l.width.round() as u32, l.height.round() as u32);
+        self.scale_factor = size.scale_factor;
     }
 
     fn editor_closed(&mut self) {

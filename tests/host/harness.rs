@@ -16,6 +16,11 @@
 //!   rescans, state dirty marks, ...) is recorded in [`HostEvents`], together with host-side
 //!   [`HostEvents::violations`] (main-thread callbacks from the wrong thread, unsorted or
 //!   out-of-block output events, malformed note events).
+//! * GUI: the host implements `clap_host_gui`; [`PluginUnderTest`] has the `gui_*` calls of the
+//!   plugin's gui extension and [`PluginUnderTest::open_editor_x11`] /
+//!   [`PluginUnderTest::close_editor`] for the whole embedding sequence. [`X11Host`] is the host's
+//!   X11 connection (to a private Xvfb: `tests/support/xvfb.rs`) and [`X11ParentWindow`] the
+//!   window the editor is embedded in (it can also read its pixels back).
 //!
 //! Parameter values are CLAP *plain* values: use the `min`/`max` from [`ParamInfo`].
 #![allow(dead_code)]
@@ -31,6 +36,9 @@ use std::time::{Duration, Instant};
 
 use clack_extensions::audio_ports::{
     AudioPortInfoBuffer, AudioPortRescanFlags, HostAudioPorts, HostAudioPortsImpl, PluginAudioPorts,
+};
+use clack_extensions::gui::{
+    GuiApiType, GuiConfiguration, GuiSize, HostGui, HostGuiImpl, PluginGui, Window as GuiWindow,
 };
 use clack_extensions::latency::{HostLatency, HostLatencyImpl};
 use clack_extensions::log::{HostLog, HostLogImpl, LogSeverity};
@@ -49,6 +57,12 @@ use clack_host::events::spaces::CoreEventSpace;
 use clack_host::events::{EventFlags, Match};
 use clack_host::prelude::*;
 use clack_host::utils::{BeatTime, FixedPoint, SecondsTime};
+use x11rb::connection::Connection as _;
+use x11rb::protocol::xproto::{
+    ConfigureWindowAux, ConnectionExt as _, CreateWindowAux, ImageFormat, MapState, WindowClass,
+};
+use x11rb::rust_connection::RustConnection;
+use x11rb::wrapper::ConnectionExt as _;
 
 /// Sample value the output audio buffers are filled with before every `process()` call, so
 /// [`AudioThread::peak_output`] shows whether the plugin really writes (silent) output.
@@ -340,6 +354,13 @@ pub struct HostEvents {
     pub latency_changes: u32,
     pub audio_port_rescans: u32,
     pub note_port_rescans: u32,
+    /// (width, height) of each `gui.request_resize` (the host accepts them all).
+    pub gui_resize_requests: Vec<(u32, u32)>,
+    pub gui_show_requests: u32,
+    pub gui_hide_requests: u32,
+    pub gui_resize_hints_changes: u32,
+    /// `was_destroyed` of each `gui.closed`.
+    pub gui_closed: Vec<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,7 +456,8 @@ impl HostHandlers for TestHost {
             .register::<HostState>()
             .register::<HostAudioPorts>()
             .register::<HostNotePorts>()
-            .register::<HostLatency>();
+            .register::<HostLatency>()
+            .register::<HostGui>();
     }
 }
 
@@ -512,6 +534,35 @@ impl HostLatencyImpl for HostMain<'_> {
         self.shared
             .record
             .main_thread_call("latency.changed", |e| e.latency_changes += 1);
+    }
+}
+
+// All `clap_host_gui` calls are [thread-safe] in the CLAP spec: no thread check.
+impl HostGuiImpl for HostShared {
+    fn resize_hints_changed(&self) {
+        self.record.events().gui_resize_hints_changes += 1;
+    }
+
+    fn request_resize(&self, new_size: GuiSize) -> Result<(), HostError> {
+        self.record
+            .events()
+            .gui_resize_requests
+            .push((new_size.width, new_size.height));
+        Ok(())
+    }
+
+    fn request_show(&self) -> Result<(), HostError> {
+        self.record.events().gui_show_requests += 1;
+        Ok(())
+    }
+
+    fn request_hide(&self) -> Result<(), HostError> {
+        self.record.events().gui_hide_requests += 1;
+        Ok(())
+    }
+
+    fn closed(&self, was_destroyed: bool) {
+        self.record.events().gui_closed.push(was_destroyed);
     }
 }
 
@@ -613,6 +664,9 @@ pub struct PluginUnderTest {
     state_ext: Option<PluginState>,
     audio_ports_ext: Option<PluginAudioPorts>,
     note_ports_ext: Option<PluginNotePorts>,
+    gui_ext: Option<PluginGui>,
+    /// Between a successful `gui.create` and `gui.destroy`.
+    gui_created: bool,
 }
 
 impl PluginUnderTest {
@@ -672,9 +726,12 @@ impl PluginUnderTest {
             state_ext: None,
             audio_ports_ext: None,
             note_ports_ext: None,
+            gui_ext: None,
+            gui_created: false,
         };
         let handle = plugin.instance.plugin_handle();
-        let (params_ext, state_ext, audio_ports_ext, note_ports_ext) = (
+        let (params_ext, state_ext, audio_ports_ext, note_ports_ext, gui_ext) = (
+            handle.get_extension(),
             handle.get_extension(),
             handle.get_extension(),
             handle.get_extension(),
@@ -684,6 +741,7 @@ impl PluginUnderTest {
         plugin.state_ext = state_ext;
         plugin.audio_ports_ext = audio_ports_ext;
         plugin.note_ports_ext = note_ports_ext;
+        plugin.gui_ext = gui_ext;
         Ok(plugin)
     }
 
@@ -912,6 +970,156 @@ impl PluginUnderTest {
         self.note_ports(true).len()
     }
 
+    // -----------------------------------------------------------------------------------------
+    // GUI (the plugin's `gui` extension; all main thread, allowed while active)
+
+    /// Whether the plugin implements the gui extension.
+    pub fn has_gui(&self) -> bool {
+        self.gui_ext.is_some()
+    }
+
+    fn gui_ext(&self) -> PluginGui {
+        self.gui_ext
+            .expect("the plugin does not implement the gui extension")
+    }
+
+    /// `gui.is_api_supported` (`api`: `c"x11"`, `c"win32"`, `c"cocoa"`, `c"wayland"`).
+    pub fn gui_is_api_supported(&mut self, api: &CStr, floating: bool) -> bool {
+        let ext = self.gui_ext();
+        ext.is_api_supported(
+            &self.instance.plugin_handle(),
+            GuiConfiguration {
+                api_type: GuiApiType(api),
+                is_floating: floating,
+            },
+        )
+    }
+
+    /// `gui.get_preferred_api`: (api, is_floating).
+    pub fn gui_preferred_api(&mut self) -> Option<(String, bool)> {
+        let ext = self.gui_ext();
+        ext.get_preferred_api(&self.instance.plugin_handle())
+            .map(|c| (c.api_type.0.to_string_lossy().into_owned(), c.is_floating))
+    }
+
+    /// Whether the GUI is created (between a successful [`Self::gui_create`] and
+    /// [`Self::gui_destroy`]).
+    pub fn gui_is_created(&self) -> bool {
+        self.gui_created
+    }
+
+    /// `gui.create`.
+    pub fn gui_create(&mut self, api: &CStr, floating: bool) -> Result<(), String> {
+        let ext = self.gui_ext();
+        ext.create(
+            &self.instance.plugin_handle(),
+            GuiConfiguration {
+                api_type: GuiApiType(api),
+                is_floating: floating,
+            },
+        )
+        .map_err(|e| format!("gui.create({api:?}, floating {floating}): {e}"))?;
+        self.gui_created = true;
+        Ok(())
+    }
+
+    /// `gui.destroy`.
+    pub fn gui_destroy(&mut self) {
+        let ext = self.gui_ext();
+        ext.destroy(&self.instance.plugin_handle());
+        self.gui_created = false;
+    }
+
+    /// `gui.set_scale`.
+    pub fn gui_set_scale(&mut self, scale: f64) -> Result<(), String> {
+        let ext = self.gui_ext();
+        ext.set_scale(&self.instance.plugin_handle(), scale)
+            .map_err(|e| format!("gui.set_scale({scale}): {e}"))
+    }
+
+    /// `gui.get_size` (physical pixels for X11); `None` if the call fails or reports 0.
+    pub fn gui_size(&mut self) -> Option<(u32, u32)> {
+        let ext = self.gui_ext();
+        ext.get_size(&self.instance.plugin_handle())
+            .map(|s| (s.width, s.height))
+    }
+
+    /// `gui.can_resize`.
+    pub fn gui_can_resize(&mut self) -> bool {
+        let ext = self.gui_ext();
+        ext.can_resize(&self.instance.plugin_handle())
+    }
+
+    /// `gui.set_size`.
+    pub fn gui_set_size(&mut self, width: u32, height: u32) -> Result<(), String> {
+        let ext = self.gui_ext();
+        ext.set_size(&self.instance.plugin_handle(), GuiSize { width, height })
+            .map_err(|e| format!("gui.set_size({width}, {height}): {e}"))
+    }
+
+    /// `gui.set_parent` with an X11 window id. An X11 window id is a server-side handle, not a
+    /// pointer: a stale one makes the plugin's X11 requests fail, it cannot corrupt memory.
+    pub fn gui_set_parent_x11(&mut self, window: u32) -> Result<(), String> {
+        let ext = self.gui_ext();
+        let parent = GuiWindow::from_x11_handle(std::ffi::c_ulong::from(window));
+        // SAFETY: see above; the window handle is plain data for the X11 API.
+        unsafe { ext.set_parent(&self.instance.plugin_handle(), parent) }
+            .map_err(|e| format!("gui.set_parent(x11 window {window:#x}): {e}"))
+    }
+
+    /// `gui.show`.
+    pub fn gui_show(&mut self) -> Result<(), String> {
+        let ext = self.gui_ext();
+        ext.show(&self.instance.plugin_handle())
+            .map_err(|e| format!("gui.show: {e}"))
+    }
+
+    /// `gui.hide`.
+    pub fn gui_hide(&mut self) -> Result<(), String> {
+        let ext = self.gui_ext();
+        ext.hide(&self.instance.plugin_handle())
+            .map_err(|e| format!("gui.hide: {e}"))
+    }
+
+    /// Opens the editor embedded in `parent`, the way a host does: checks that embedded X11 is
+    /// supported, `create("x11", embedded)`, `set_scale(scale)` (a plugin may refuse it: not an
+    /// error), `get_size`, resizes `parent` to that size, `set_parent`, `show`; then services the
+    /// main thread once. Returns the size `get_size` reported.
+    pub fn open_editor_x11(
+        &mut self,
+        parent: &X11ParentWindow<'_>,
+        scale: f64,
+    ) -> Result<(u32, u32), String> {
+        if !self.gui_is_api_supported(c"x11", false) {
+            return Err("the plugin does not support embedded X11 GUIs".into());
+        }
+        self.gui_create(c"x11", false)?;
+        let opened = (|| {
+            let _ = self.gui_set_scale(scale);
+            let size = self
+                .gui_size()
+                .ok_or_else(|| "gui.get_size failed after create".to_owned())?;
+            parent.resize(size.0, size.1)?;
+            self.gui_set_parent_x11(parent.id())?;
+            self.gui_show()?;
+            self.pump_main_thread();
+            Ok(size)
+        })();
+        if opened.is_err() {
+            self.gui_destroy();
+        }
+        opened
+    }
+
+    /// Closes an editor opened with [`Self::open_editor_x11`]: `hide`, `destroy`, then services
+    /// the main thread.
+    pub fn close_editor(&mut self) -> Result<(), String> {
+        let hidden = self.gui_hide();
+        self.gui_destroy();
+        self.pump_main_thread();
+        hidden
+    }
+
     /// Services the plugin's pending main-thread requests: `on_main_thread()` after a
     /// `request_callback`, and (while inactive) an empty `params.flush` after a
     /// `request_flush`. Returns how many `on_main_thread()` calls it made.
@@ -1015,6 +1223,15 @@ impl PluginUnderTest {
                 Err(e)
             }
             _ => Err("unexpected first reply from the audio thread".into()),
+        }
+    }
+}
+
+impl Drop for PluginUnderTest {
+    /// A host destroys the GUI before the instance (CLAP requires it).
+    fn drop(&mut self) {
+        if self.gui_created {
+            self.gui_destroy();
         }
     }
 }
@@ -1532,5 +1749,230 @@ impl Drop for AudioThread<'_> {
         {
             panic!("{e}");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// X11: the host's connection and the window an editor is embedded in
+// ---------------------------------------------------------------------------------------------
+
+/// An RGB image read back from an X11 window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major, 3 bytes a pixel.
+    pub rgb: Vec<u8>,
+}
+
+impl RgbImage {
+    /// How many different colours the image has (1 for a flat fill).
+    pub fn distinct_colours(&self) -> usize {
+        let mut colours: Vec<[u8; 3]> = self
+            .rgb
+            .chunks_exact(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect();
+        colours.sort_unstable();
+        colours.dedup();
+        colours.len()
+    }
+}
+
+/// A child window of an [`X11ParentWindow`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct X11Child {
+    pub id: u32,
+    pub width: u32,
+    pub height: u32,
+    /// Mapped, with all its ancestors mapped.
+    pub viewable: bool,
+}
+
+/// The host's X11 connection (for its parent windows).
+pub struct X11Host {
+    conn: RustConnection,
+    screen: usize,
+}
+
+impl X11Host {
+    /// Connects to `display` (`":N"`).
+    pub fn connect(display: &str) -> Result<Self, String> {
+        let (conn, screen) =
+            x11rb::connect(Some(display)).map_err(|e| format!("connecting to {display}: {e}"))?;
+        Ok(Self { conn, screen })
+    }
+
+    /// Creates and maps a top-level `width` x `height` window with a black background, for a
+    /// plugin editor to embed in.
+    pub fn create_parent(&self, width: u32, height: u32) -> Result<X11ParentWindow<'_>, String> {
+        let x = |e: &dyn fmt::Display| format!("creating the parent window: {e}");
+        let screen = &self.conn.setup().roots[self.screen];
+        let id = self.conn.generate_id().map_err(|e| x(&e))?;
+        self.conn
+            .create_window(
+                x11rb::COPY_DEPTH_FROM_PARENT,
+                id,
+                screen.root,
+                0,
+                0,
+                dimension(width),
+                dimension(height),
+                0,
+                WindowClass::INPUT_OUTPUT,
+                x11rb::COPY_FROM_PARENT,
+                &CreateWindowAux::new().background_pixel(screen.black_pixel),
+            )
+            .map_err(|e| x(&e))?
+            .check()
+            .map_err(|e| x(&e))?;
+        let window = X11ParentWindow { host: self, id };
+        self.conn
+            .map_window(id)
+            .map_err(|e| x(&e))?
+            .check()
+            .map_err(|e| x(&e))?;
+        Ok(window)
+    }
+}
+
+impl X11Host {
+    /// The top-level windows on the server (the root window's children): the host's parent
+    /// windows, and any window a plugin left at the top level.
+    pub fn top_level_windows(&self) -> Result<Vec<u32>, String> {
+        let root = self.conn.setup().roots[self.screen].root;
+        let tree = self
+            .conn
+            .query_tree(root)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| format!("listing the top-level windows: {e}"))?;
+        Ok(tree.children)
+    }
+}
+
+fn dimension(pixels: u32) -> u16 {
+    u16::try_from(pixels.clamp(1, u32::from(u16::MAX))).unwrap_or(u16::MAX)
+}
+
+/// A mapped top-level window of the host, destroyed when dropped. Drop it after the plugin's
+/// `gui.destroy`, as a host closes the plugin's GUI before the window it embeds in.
+pub struct X11ParentWindow<'c> {
+    host: &'c X11Host,
+    id: u32,
+}
+
+impl X11ParentWindow<'_> {
+    /// The X11 window id (what `gui.set_parent` gets).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Resizes the window (as a host does to fit the plugin's `get_size`).
+    pub fn resize(&self, width: u32, height: u32) -> Result<(), String> {
+        let conn = &self.host.conn;
+        conn.configure_window(
+            self.id,
+            &ConfigureWindowAux::new()
+                .width(u32::from(dimension(width)))
+                .height(u32::from(dimension(height))),
+        )
+        .map_err(|e| e.to_string())?
+        .check()
+        .map_err(|e| format!("resizing the parent window: {e}"))
+    }
+
+    /// The window's size on the server.
+    pub fn size(&self) -> Result<(u32, u32), String> {
+        let geometry = self
+            .host
+            .conn
+            .get_geometry(self.id)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| e.to_string())?;
+        Ok((u32::from(geometry.width), u32::from(geometry.height)))
+    }
+
+    /// The direct children (the plugin's embedded window, once `set_parent` has reparented it).
+    pub fn children(&self) -> Result<Vec<X11Child>, String> {
+        let conn = &self.host.conn;
+        let tree = conn
+            .query_tree(self.id)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| e.to_string())?;
+        let mut children = Vec::new();
+        for id in tree.children {
+            // A child can vanish between the two requests: skip it then.
+            let Ok(Ok(attributes)) = conn.get_window_attributes(id).map(|c| c.reply()) else {
+                continue;
+            };
+            let Ok(Ok(geometry)) = conn.get_geometry(id).map(|c| c.reply()) else {
+                continue;
+            };
+            children.push(X11Child {
+                id,
+                width: u32::from(geometry.width),
+                height: u32::from(geometry.height),
+                viewable: attributes.map_state == MapState::VIEWABLE,
+            });
+        }
+        Ok(children)
+    }
+
+    /// What the window shows now, children included (Xvfb's framebuffer over its area).
+    pub fn capture(&self) -> Result<RgbImage, String> {
+        let (width, height) = self.size()?;
+        self.capture_region(0, 0, width, height)
+    }
+
+    /// What the `width` x `height` area at (`x`, `y`) of the window shows now, children
+    /// included (it must lie inside the window).
+    pub fn capture_region(
+        &self,
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+    ) -> Result<RgbImage, String> {
+        let conn = &self.host.conn;
+        let coordinate = |v: u32| i16::try_from(v).map_err(|_| format!("{v} is off the window"));
+        let image = conn
+            .get_image(
+                ImageFormat::Z_PIXMAP,
+                self.id,
+                coordinate(x)?,
+                coordinate(y)?,
+                dimension(width),
+                dimension(height),
+                u32::MAX,
+            )
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| format!("reading the parent window back: {e}"))?;
+        if image.depth != 24 || image.data.len() != (width * height * 4) as usize {
+            return Err(format!(
+                "expected a 24-bit BGRX image of {width}x{height}, got depth {} and {} bytes",
+                image.depth,
+                image.data.len()
+            ));
+        }
+        let rgb = image
+            .data
+            .chunks_exact(4)
+            .flat_map(|px| [px[2], px[1], px[0]])
+            .collect();
+        Ok(RgbImage { width, height, rgb })
+    }
+}
+
+impl Drop for X11ParentWindow<'_> {
+    fn drop(&mut self) {
+        let conn = &self.host.conn;
+        if let Ok(cookie) = conn.destroy_window(self.id) {
+            let _ = cookie.check();
+        }
+        let _ = conn.sync();
     }
 }
