@@ -41,7 +41,8 @@ fn training_flops_per_example(c: &Config) -> f64 {
         c.latent as f64,
     );
     let encoder = 2.0 * t * lstm_step(f, he) + 2.0 * 2.0 * (2.0 * he) * z;
-    let conductor = bars * (lstm_step(z, hc) + (c.conductor_layers as f64 - 1.0) * lstm_step(hc, hc));
+    let conductor =
+        bars * (lstm_step(z, hc) + (c.conductor_layers as f64 - 1.0) * lstm_step(hc, hc));
     let bar_decoder = t * (lstm_step(f, hd) + (c.decoder_layers as f64 - 1.0) * lstm_step(hd, hd))
         + bars * 2.0 * hc * 4.0 * hd;
     let inits = 2.0 * z * 2.0 * hc * c.conductor_layers as f64
@@ -91,8 +92,12 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
     let only = |part: &str| {
-        !args.iter().any(|a| a == "train" || a == "decode" || a == "fused")
-            || args.iter().any(|a| a == part || (part == "train" && a == "fused"))
+        !args
+            .iter()
+            .any(|a| a == "train" || a == "decode" || a == "fused")
+            || args
+                .iter()
+                .any(|a| a == part || (part == "train" && a == "fused"))
     };
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { drumvae::model::device::configure_threads(None) };

@@ -12,8 +12,8 @@ pub mod device;
 pub mod embedded;
 pub mod encoder;
 pub mod file;
-pub mod init;
 pub mod fused_lstm;
+pub mod init;
 pub mod lstm;
 
 use candle_core::{D, DType, Device, Result, Tensor};

@@ -37,7 +37,9 @@ fn assert_close(what: &str, fast: &Tensor, reference: &Tensor) {
 fn uniform(shape: &[usize], seed: u64) -> Tensor {
     // A small LCG keeps the inputs the same on every machine and run.
     let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v: Vec<f32> = (0..n)
         .map(|_| {
             state = state
@@ -62,15 +64,8 @@ struct Case {
 fn run_stack(case: &Case, kernel: LstmKernel) -> Vec<(String, Tensor)> {
     let varmap = VarMap::new();
     let vb = seeded_var_builder(&varmap, 7, &CPU);
-    let stack = StackedLstm::new(
-        case.input,
-        case.cond,
-        case.hidden,
-        case.layers,
-        false,
-        &vb,
-    )
-    .unwrap();
+    let stack =
+        StackedLstm::new(case.input, case.cond, case.hidden, case.layers, false, &vb).unwrap();
     let (b, t, h) = (case.batch, case.steps, case.hidden);
     let x = uniform(&[b, t, case.input], 1);
     let cond = Var::from_tensor(&uniform(&[b, case.cond.max(1)], 2)).unwrap();
@@ -102,8 +97,16 @@ fn run_stack(case: &Case, kernel: LstmKernel) -> Vec<(String, Tensor)> {
     let mut loss = out.mul(&uniform(out.dims(), 3)).unwrap().sum_all().unwrap();
     for (k, s) in last.iter().enumerate() {
         loss = (loss
-            + s.h.mul(&uniform(&[b, h], 30 + k as u64)).unwrap().sum_all().unwrap()
-            + s.c.mul(&uniform(&[b, h], 40 + k as u64)).unwrap().sum_all().unwrap())
+            + s.h
+                .mul(&uniform(&[b, h], 30 + k as u64))
+                .unwrap()
+                .sum_all()
+                .unwrap()
+            + s.c
+                .mul(&uniform(&[b, h], 40 + k as u64))
+                .unwrap()
+                .sum_all()
+                .unwrap())
         .unwrap();
     }
     let grads = loss.backward().unwrap();

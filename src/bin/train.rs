@@ -250,51 +250,53 @@ fn run(args: Args) -> Result<()> {
         .context("cannot install the Ctrl-C handler")?;
     }
     let mut epoch_bar = ProgressBar::hidden();
-    let outcome = with_kernel(args.lstm_kernel, || trainer::train(
-        &settings,
-        &train_set,
-        &validation_set,
-        &device,
-        &run_dir,
-        resume,
-        &stop,
-        |event| match event {
-            Event::EpochStart { epoch, batches } => {
-                epoch_bar = bar(
-                    batches,
-                    "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
-                );
-                epoch_bar.set_prefix((epoch + 1).to_string());
-            }
-            Event::Step {
-                loss,
-                examples_per_sec,
-                ..
-            } => {
-                epoch_bar.inc(1);
-                epoch_bar.set_message(format!(
-                    "loss {:.2} KL {:.1} | {examples_per_sec:.0} ex/s",
-                    loss.total, loss.kl
-                ));
-            }
-            Event::Epoch { row, verdict } => {
-                epoch_bar.finish_and_clear();
-                let val = row.val.map_or(f64::NAN, |v| v.total);
-                let mark = if verdict == Verdict::Improved {
-                    " (best)"
-                } else {
-                    ""
-                };
-                eprintln!(
-                    "epoch {}: train {:.3} (KL {:.1}), validation {val:.3}{mark}, {:.0} ex/s",
-                    row.epoch + 1,
-                    row.train.total,
-                    row.train.kl,
-                    row.examples_per_sec
-                );
-            }
-        },
-    ))?;
+    let outcome = with_kernel(args.lstm_kernel, || {
+        trainer::train(
+            &settings,
+            &train_set,
+            &validation_set,
+            &device,
+            &run_dir,
+            resume,
+            &stop,
+            |event| match event {
+                Event::EpochStart { epoch, batches } => {
+                    epoch_bar = bar(
+                        batches,
+                        "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
+                    );
+                    epoch_bar.set_prefix((epoch + 1).to_string());
+                }
+                Event::Step {
+                    loss,
+                    examples_per_sec,
+                    ..
+                } => {
+                    epoch_bar.inc(1);
+                    epoch_bar.set_message(format!(
+                        "loss {:.2} KL {:.1} | {examples_per_sec:.0} ex/s",
+                        loss.total, loss.kl
+                    ));
+                }
+                Event::Epoch { row, verdict } => {
+                    epoch_bar.finish_and_clear();
+                    let val = row.val.map_or(f64::NAN, |v| v.total);
+                    let mark = if verdict == Verdict::Improved {
+                        " (best)"
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "epoch {}: train {:.3} (KL {:.1}), validation {val:.3}{mark}, {:.0} ex/s",
+                        row.epoch + 1,
+                        row.train.total,
+                        row.train.kl,
+                        row.examples_per_sec
+                    );
+                }
+            },
+        )
+    })?;
     match outcome.finish {
         Finish::Interrupted => {
             eprintln!(

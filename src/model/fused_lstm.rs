@@ -48,12 +48,17 @@ pub fn lstm_layer(
     let (steps, batch, g4) = gx.dims3()?;
     let hidden = g4 / 4;
     if steps == 0 || batch == 0 {
-        candle_core::bail!("fused LSTM layer: empty sequence or batch ({steps} steps, batch {batch})");
+        candle_core::bail!(
+            "fused LSTM layer: empty sequence or batch ({steps} steps, batch {batch})"
+        );
     }
     let per_row = match bias.elem_count() {
         n if n == g4 => false,
         n if n == batch * g4 => true,
-        _ => candle_core::bail!("fused LSTM layer: bias {:?} fits neither [4H] nor [B, 4H]", bias.dims()),
+        _ => candle_core::bail!(
+            "fused LSTM layer: bias {:?} fits neither [4H] nor [B, 4H]",
+            bias.dims()
+        ),
     };
     if g4 != 4 * hidden
         || w_hh.dims() != [g4, hidden]
@@ -80,8 +85,7 @@ pub fn lstm_layer(
         per_row,
         saved: Mutex::new(None),
     };
-    gx.contiguous()?
-        .apply_op3(&w_hh.contiguous()?, &packed, op)
+    gx.contiguous()?.apply_op3(&w_hh.contiguous()?, &packed, op)
 }
 
 /// The op; it keeps what backward needs from its forward pass.
@@ -140,9 +144,18 @@ fn matmul(
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "matmul destination too small");
-    assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "matmul lhs too small");
-    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "matmul rhs too small");
+    assert!(
+        dst.len() >= (m - 1) * dst_rs + n,
+        "matmul destination too small"
+    );
+    assert!(
+        lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
+        "matmul lhs too small"
+    );
+    assert!(
+        rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
+        "matmul rhs too small"
+    );
     // SAFETY: the asserts above keep every index gemm touches inside the three slices; `dst` is
     // a unique borrow, so it aliases neither operand.
     unsafe {
@@ -201,7 +214,11 @@ impl CustomOp3 for LstmLayerOp {
         let mut acts = gx.to_vec();
         for step in acts.chunks_mut(b * g4) {
             for (r, row) in step.chunks_mut(g4).enumerate() {
-                let bias = if self.per_row { &bias[r * g4..(r + 1) * g4] } else { bias };
+                let bias = if self.per_row {
+                    &bias[r * g4..(r + 1) * g4]
+                } else {
+                    bias
+                };
                 row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
             }
         }
@@ -211,16 +228,25 @@ impl CustomOp3 for LstmLayerOp {
         for t in 0..t_len {
             let (h_done, h_rest) = hs.split_at_mut(t * bh);
             let (c_done, c_rest) = cs.split_at_mut(t * bh);
-            let h_prev = if t == 0 { &s0[..bh] } else { &h_done[(t - 1) * bh..] };
-            let c_prev = if t == 0 { &s0[bh..] } else { &c_done[(t - 1) * bh..] };
+            let h_prev = if t == 0 {
+                &s0[..bh]
+            } else {
+                &h_done[(t - 1) * bh..]
+            };
+            let c_prev = if t == 0 {
+                &s0[bh..]
+            } else {
+                &c_done[(t - 1) * bh..]
+            };
             let a = &mut acts[t * b * g4..(t + 1) * b * g4];
             // a += h_prev [B, H] · W_hhᵀ [H, 4H]
             matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), &w_t, (g4, 1));
             let c_out = &mut c_rest[..bh];
             let h_out = &mut h_rest[..bh];
-            let row = |(r, (a, (c_out, h_out))): (usize, (&mut [f32], (&mut [f32], &mut [f32])))| {
-                gates::forward(a, &c_prev[r * h..(r + 1) * h], c_out, h_out)
-            };
+            let row =
+                |(r, (a, (c_out, h_out))): (usize, (&mut [f32], (&mut [f32], &mut [f32])))| {
+                    gates::forward(a, &c_prev[r * h..(r + 1) * h], c_out, h_out)
+                };
             if bh >= PARALLEL_CELLS {
                 a.par_chunks_mut(g4)
                     .zip(c_out.par_chunks_mut(h).zip(h_out.par_chunks_mut(h)))
@@ -271,7 +297,11 @@ impl CustomOp3 for LstmLayerOp {
         for t in (0..t_len).rev() {
             let act = &acts[t * b * g4..(t + 1) * b * g4];
             let da = &mut d_acts[t * b * g4..(t + 1) * b * g4];
-            let c_prev = if t == 0 { &s0[bh..] } else { &cs[(t - 1) * bh..t * bh] };
+            let c_prev = if t == 0 {
+                &s0[bh..]
+            } else {
+                &cs[(t - 1) * bh..t * bh]
+            };
             let c = &cs[t * bh..(t + 1) * bh];
             let (dh_out, dc_out) = (&dhs[t * bh..(t + 1) * bh], &dcs[t * bh..(t + 1) * bh]);
             let row = |(r, (carry, da)): (usize, (&mut [f32], &mut [f32]))| {
@@ -327,7 +357,11 @@ impl CustomOp3 for LstmLayerOp {
         let mut d_bias = vec![0f32; if self.per_row { b * g4 } else { g4 }];
         for step in d_acts.chunks(b * g4) {
             for (r, row) in step.chunks(g4).enumerate() {
-                let d = if self.per_row { &mut d_bias[r * g4..(r + 1) * g4] } else { &mut d_bias[..] };
+                let d = if self.per_row {
+                    &mut d_bias[r * g4..(r + 1) * g4]
+                } else {
+                    &mut d_bias[..]
+                };
                 d.iter_mut().zip(row).for_each(|(d, a)| *d += a);
             }
         }

@@ -48,7 +48,9 @@ impl std::str::FromStr for LstmKernel {
         match s.to_ascii_lowercase().as_str() {
             "fused" => Ok(LstmKernel::Fused),
             "reference" => Ok(LstmKernel::Reference),
-            _ => Err(format!("unknown LSTM kernel \"{s}\": use fused or reference")),
+            _ => Err(format!(
+                "unknown LSTM kernel \"{s}\": use fused or reference"
+            )),
         }
     }
 }

@@ -85,7 +85,12 @@ fn backward_body(
     da: &mut [f32],
 ) {
     let h = c.len();
-    let (ai, af, ag, ao) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h], &act[3 * h..4 * h]);
+    let (ai, af, ag, ao) = (
+        &act[..h],
+        &act[h..2 * h],
+        &act[2 * h..3 * h],
+        &act[3 * h..4 * h],
+    );
     let (dai, rest) = da.split_at_mut(h);
     let (daf, rest) = rest.split_at_mut(h);
     let (dag, dao) = rest.split_at_mut(h);
