@@ -88,6 +88,10 @@ pub fn lstm_layer(
     gx.contiguous()?.apply_op3(&w_hh.contiguous()?, &packed, op)
 }
 
+/// One batch row of a forward step as the row loop hands it out: its index, gate pre-activations
+/// (activations on return), cell state and output.
+type ForwardRow<'a> = (usize, (&'a mut [f32], (&'a mut [f32], &'a mut [f32])));
+
 /// The op; it keeps what backward needs from its forward pass.
 struct LstmLayerOp {
     steps: usize,
@@ -243,10 +247,9 @@ impl CustomOp3 for LstmLayerOp {
             matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), &w_t, (g4, 1));
             let c_out = &mut c_rest[..bh];
             let h_out = &mut h_rest[..bh];
-            let row =
-                |(r, (a, (c_out, h_out))): (usize, (&mut [f32], (&mut [f32], &mut [f32])))| {
-                    gates::forward(a, &c_prev[r * h..(r + 1) * h], c_out, h_out)
-                };
+            let row = |(r, (a, (c_out, h_out))): ForwardRow<'_>| {
+                gates::forward(a, &c_prev[r * h..(r + 1) * h], c_out, h_out)
+            };
             if bh >= PARALLEL_CELLS {
                 a.par_chunks_mut(g4)
                     .zip(c_out.par_chunks_mut(h).zip(h_out.par_chunks_mut(h)))
