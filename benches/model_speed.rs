@@ -1,22 +1,28 @@
 //! Model speed, as a bench binary (one step takes seconds, too slow for criterion's sampling):
 //! training throughput (examples/second over forward + backward + optimizer step) for the `small`
 //! and `groovae` presets at batch 64 and 256 with the reference (per-step Candle ops) and the
-//! fused LSTM kernels side by side in one run, and batch-1 decode latency of a 4-bar groove.
-//! Reports the median of repeated runs.
+//! fused LSTM kernels side by side in one run, and batch-1 decode latency of a 4-bar groove: the
+//! Candle reference against the plain-Rust fast decoder, side by side, with the fast decoder's
+//! weight-streaming rate. Reports the median of repeated runs.
 //!
 //! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode` or
 //! `-- train` for one part). Threads: set `RAYON_NUM_THREADS` (gemm) and `CANDLE_NUM_THREADS`
 //! (elementwise) before running; the defaults below follow candle-notes.md.
 
+use std::hint::black_box;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use drumvae::dataset::{self, Dataset, Filter, Source, Split};
 use drumvae::groove::{BARS, FEATURES, STEPS};
+use drumvae::latent::seeded_z;
 use drumvae::model::decoder::DecodeOptions;
+use drumvae::model::fast_decoder::{FastDecoder, Kernel};
 use drumvae::model::lstm::{LstmKernel, with_kernel};
-use drumvae::model::{Config, Vae, init::seeded_var_builder, patterns_to_tensor};
+use drumvae::model::{
+    Config, Vae, init::seeded_var_builder, load_bytes, patterns_to_tensor, to_bytes,
+};
 use drumvae::training::{Adam, AdamConfig, rng};
 
 /// The PyTorch 2.x CPU figures issue 4 measured on this machine (2 threads, same model and batch):
@@ -102,17 +108,6 @@ fn main() -> anyhow::Result<()> {
     // SAFETY: first thing in main, before any other thread exists.
     unsafe { drumvae::model::device::configure_threads(None) };
     let device = Device::Cpu;
-    let data = Dataset::load(
-        &Source::Gmd {
-            root: dataset::default_gmd_root(),
-        },
-        &Filter {
-            splits: vec![Split::Validation],
-            beat_type: None,
-        },
-        |_, _| {},
-    )?;
-    let patterns: Vec<_> = data.windows.iter().map(|w| w.pattern).collect();
     eprintln!(
         "threads: RAYON_NUM_THREADS={:?} CANDLE_NUM_THREADS={:?}",
         std::env::var("RAYON_NUM_THREADS").ok(),
@@ -120,6 +115,17 @@ fn main() -> anyhow::Result<()> {
     );
 
     if only("train") {
+        let data = Dataset::load(
+            &Source::Gmd {
+                root: dataset::default_gmd_root(),
+            },
+            &Filter {
+                splits: vec![Split::Validation],
+                beat_type: None,
+            },
+            |_, _| {},
+        )?;
+        let patterns: Vec<_> = data.windows.iter().map(|w| w.pattern).collect();
         println!(
             "| preset | batch | reference ex/s | fused ex/s | fused / reference | PyTorch ex/s (issue 4) | fused / PyTorch | fused GFLOP/s |"
         );
@@ -168,31 +174,111 @@ fn main() -> anyhow::Result<()> {
     }
 
     if only("decode") {
-        println!("\n| preset | decoder | batch-1 decode median (ms) |");
-        println!("|---|---|---|");
-        for (name, config) in [("small", Config::small()), ("groovae", Config::groovae())] {
-            let varmap = VarMap::new();
-            let vae = Vae::new(&config, seeded_var_builder(&varmap, 1, &device))?.detach();
-            let z = Tensor::randn(0f32, 1.0, (1, config.latent), &device)?.to_dtype(DType::F32)?;
-            let repeats = if quick { 20 } else { 100 };
-            let mut times = Vec::new();
-            for i in 0..repeats + 3 {
-                let start = Instant::now();
-                let p = vae.decode(
-                    &z,
-                    &DecodeOptions {
-                        temperature: 1.0,
-                        density: 0.0,
-                        seed: i as u64,
-                    },
-                )?;
-                std::hint::black_box(p);
-                if i >= 3 {
-                    times.push(start.elapsed().as_secs_f64() * 1e3);
-                }
-            }
-            println!("| {name} | {:?} | {:.2} |", config.decoder, median(times));
+        decode(quick)?;
+    }
+    Ok(())
+}
+
+/// Median milliseconds of `f` over `repeats` runs after 3 warm-up runs; `f` gets the run index.
+fn time_ms(repeats: usize, mut f: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(repeats);
+    for i in 0..repeats + 3 {
+        let start = Instant::now();
+        f(i as u64)?;
+        if i >= 3 {
+            times.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
+    Ok(median(times))
+}
+
+/// Batch-1 decode of one 4-bar groove, temperature 1 (so the hit draws run too), each preset's
+/// model loaded from bytes as the plugin loads its model. Columns:
+/// - reference: `Vae::decode_reference` (Candle, as `Vae::decode` was before the fast decoder);
+/// - fast 1T / 2T: `FastDecoder::sample` with the detected kernel (AVX2 + FMA here) on one thread,
+///   and on two (the caller and the shared helper thread; the default on 2+ cores);
+/// - speed-up: reference / the default fast decoder;
+/// - portable 1T: the portable kernel (what CPUs without AVX2 run), one thread;
+/// - `Vae::decode`: the default fast decoder through the public API (tensor in, `Pattern`s out,
+///   cached decoder);
+/// - MB/decode, GB/s and GFLOP/s: per row the fast decoder streams every matrix once per use (per
+///   bar-decoder step for groovae: `4H x (27 + H)` + `4H x 2H` + `32 x H` floats (27 output rows
+///   padded to 32) = 3.3 MB and 821k multiply-adds; plus the conductor's 4 steps and the per-bar
+///   projections), counted by `FastDecoder::cost_per_row`; FLOPs = 2 x multiply-adds. Zero input
+///   columns are counted although skipped, so these are rates of equivalent dense work.
+fn decode(quick: bool) -> anyhow::Result<()> {
+    let device = Device::Cpu;
+    let repeats = if quick { 20 } else { 100 };
+    println!(
+        "\n| preset | reference (ms) | fast 1T (ms) | fast 2T (ms) | speed-up | portable 1T (ms) | \
+         Vae::decode (ms) | MB/decode | GB/s 1T / 2T | GFLOP/s 1T / 2T |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for name in Config::PRESETS {
+        let config = Config::preset(name).expect("a preset");
+        let varmap = VarMap::new();
+        Vae::new(&config, seeded_var_builder(&varmap, 1, &device))?;
+        let bytes = to_bytes(&varmap, &config, Default::default())?;
+        let (vae, _) = load_bytes(&bytes, &device)?;
+        let z_values = seeded_z(3, config.latent);
+        let z = Tensor::from_vec(z_values.clone(), (1, config.latent), &device)?;
+        let opts = |seed| DecodeOptions {
+            temperature: 1.0,
+            density: 0.0,
+            seed,
+        };
+        let default = vae.fast_decoder()?;
+        let one = FastDecoder::new(&vae.decoder)?.with_threads(1)?;
+        let two = FastDecoder::new(&vae.decoder)?.with_threads(2).ok();
+        let portable = FastDecoder::new(&vae.decoder)?
+            .with_kernel(Kernel::Portable)?
+            .with_threads(1)?;
+        let reference = time_ms(repeats, |i| {
+            black_box(vae.decode_reference(&z, &opts(i))?);
+            Ok(())
+        })?;
+        let fast = |d: &FastDecoder| {
+            time_ms(repeats, |i| {
+                black_box(d.sample(&z_values, &opts(i))?);
+                Ok(())
+            })
+        };
+        let one_ms = fast(&one)?;
+        let two_ms = match &two {
+            Some(d) => fast(d)?,
+            None => f64::NAN,
+        };
+        let default_ms = fast(&default)?;
+        let portable_ms = fast(&portable)?;
+        let api_ms = time_ms(repeats, |i| {
+            black_box(vae.decode(&z, &opts(i))?);
+            Ok(())
+        })?;
+        let cost = default.cost_per_row();
+        let rate = |units: f64, ms: f64| units / (ms / 1e3) / 1e9;
+        let (bytes, flops) = (cost.weight_bytes as f64, 2.0 * cost.multiply_adds as f64);
+        println!(
+            "| {name} | {reference:.2} | {one_ms:.2} | {two_ms:.2} | {:.1}x | {portable_ms:.2} | \
+             {api_ms:.2} | {:.1} | {:.0} / {:.0} | {:.0} / {:.0} |",
+            reference / default_ms,
+            bytes / 1e6,
+            rate(bytes, one_ms),
+            rate(bytes, two_ms),
+            rate(flops, one_ms),
+            rate(flops, two_ms),
+        );
+    }
+    println!(
+        "(kernel: {:?}; default threads: {})",
+        Kernel::detect(),
+        FastDecoder::new(
+            &Vae::new(
+                &Config::small(),
+                seeded_var_builder(&VarMap::new(), 1, &device)
+            )?
+            .decoder
+        )?
+        .threads()
+    );
     Ok(())
 }

@@ -123,12 +123,52 @@ impl Decoder {
     /// velocities and offsets feed the next step. Returns N flat `64 x 27` grids in the
     /// [`crate::Pattern::write_flat`] layout. Call it on a detached decoder.
     pub fn sample(&self, z: &Tensor, opts: &DecodeOptions) -> Result<Vec<Vec<f32>>> {
+        Ok(self.sample_traced(z, opts)?.grids)
+    }
+
+    /// [`Decoder::sample`], also returning every step's predictions: the reference that
+    /// [`super::fast_decoder::FastDecoder`] is tested and benchmarked against.
+    pub fn sample_traced(&self, z: &Tensor, opts: &DecodeOptions) -> Result<SampleTrace> {
         let mut sampler = Sampler::new(z.dim(0)?, opts, z.device());
         match self {
             Decoder::Hierarchical(d) => d.sample(z, &mut sampler)?,
             Decoder::Flat(d) => d.sample(z, &mut sampler)?,
         }
-        Ok(sampler.grids)
+        Ok(SampleTrace {
+            grids: sampler.grids,
+            outputs: sampler.outputs,
+        })
+    }
+
+    /// Every weight tensor, in a fixed order: lets the model tell whether they are `Var`s and
+    /// whether they are still the tensors a copy was made from.
+    pub(crate) fn weights(&self) -> Vec<&Tensor> {
+        let mut out = Vec::new();
+        fn push_linear<'a>(l: &'a Linear, out: &mut Vec<&'a Tensor>) {
+            out.push(l.weight());
+            out.extend(l.bias());
+        }
+        fn push_stack<'a>(s: &'a StackedLstm, out: &mut Vec<&'a Tensor>) {
+            for k in 0..s.layers() {
+                let (a, b, c, d) = s.layer(k).weights();
+                out.extend([a, b, c, d]);
+            }
+        }
+        match self {
+            Decoder::Hierarchical(d) => {
+                push_linear(&d.conductor_init, &mut out);
+                push_stack(&d.conductor, &mut out);
+                push_linear(&d.bar_init, &mut out);
+                push_stack(&d.bar, &mut out);
+                push_linear(&d.output, &mut out);
+            }
+            Decoder::Flat(d) => {
+                push_linear(&d.init, &mut out);
+                push_stack(&d.lstm, &mut out);
+                push_linear(&d.output, &mut out);
+            }
+        }
+        out
     }
 
     /// The same decoder with every weight detached from autograd (for inference).
@@ -150,6 +190,17 @@ impl Decoder {
     }
 }
 
+/// What an autoregressive decode produced, per batch row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleTrace {
+    /// The sampled `64 x 27` grids in the [`crate::Pattern::write_flat`] layout.
+    pub grids: Vec<Vec<f32>>,
+    /// Every step's predictions before sampling, `64 x 27` per row: 9 hit logits, 9 velocities
+    /// (after the sigmoid), 9 offsets (after `0.5 * tanh`). Lets tests compare two implementations
+    /// on numbers rather than on thresholded hits.
+    pub outputs: Vec<Vec<f32>>,
+}
+
 /// MusicVAE's hierarchical decoder (Roberts et al. 2018, section 3.2) on the GrooVAE grid.
 #[derive(Clone, Debug)]
 pub struct Hierarchical {
@@ -169,6 +220,18 @@ pub struct Hierarchical {
 }
 
 impl Hierarchical {
+    /// The weights, for [`super::fast_decoder`]: `(conductor_init, conductor, bar_init, bar,
+    /// output)`.
+    pub(crate) fn parts(&self) -> (&Linear, &StackedLstm, &Linear, &StackedLstm, &Linear) {
+        (
+            &self.conductor_init,
+            &self.conductor,
+            &self.bar_init,
+            &self.bar,
+            &self.output,
+        )
+    }
+
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Hierarchical> {
         let (hc, lc) = (cfg.conductor_hidden, cfg.conductor_layers);
         let (hd, ld) = (cfg.decoder_hidden, cfg.decoder_layers);
@@ -245,6 +308,11 @@ pub struct Flat {
 }
 
 impl Flat {
+    /// The weights, for [`super::fast_decoder`]: `(init, lstm, output)`.
+    pub(crate) fn parts(&self) -> (&Linear, &StackedLstm, &Linear) {
+        (&self.init, &self.lstm, &self.output)
+    }
+
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Flat> {
         let (h, l) = (cfg.decoder_hidden, cfg.decoder_layers);
         Ok(Flat {
@@ -280,62 +348,97 @@ impl Flat {
     }
 }
 
-/// Draws hits step by step and records the sampled grids.
-struct Sampler {
+/// The sampling rule of one decode, shared by the Candle reference ([`Sampler`]) and
+/// [`super::fast_decoder`], so that both draw exactly the same hits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HitSampling {
     /// Sanitised temperature (0 = threshold).
     temperature: f32,
     /// Sanitised density bias.
     density: f32,
+    seed: u64,
+}
+
+impl HitSampling {
+    /// Sanitises `opts` as [`DecodeOptions`] documents: non-finite values count as 0, and a
+    /// negative temperature as 0.
+    pub(crate) fn new(opts: &DecodeOptions) -> HitSampling {
+        let finite_or_zero = |v: f32| if v.is_finite() { v } else { 0.0 };
+        HitSampling {
+            temperature: finite_or_zero(opts.temperature).max(0.0),
+            density: finite_or_zero(opts.density),
+            seed: opts.seed,
+        }
+    }
+
+    /// The generator of batch row `row`: the seed's stream `row`, so a row's draws never depend
+    /// on the other rows.
+    pub(crate) fn rng(&self, row: usize) -> ChaCha8Rng {
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(row as u64);
+        rng
+    }
+
+    /// Samples one step of one row from its predictions `heads` (9 hit logits, 9 velocities, 9
+    /// offsets) and writes the next step's input into `next` (27 values): hits as 0/1, velocity and
+    /// offset zeroed where there is no hit, like rests in the data. Draws one number per voice
+    /// from `rng` when the temperature is above 0, none otherwise.
+    pub(crate) fn sample_row(&self, heads: &[f32], rng: &mut ChaCha8Rng, next: &mut [f32]) {
+        next[..FEATURES].fill(0.0);
+        for v in 0..VOICES {
+            let x = heads[v] + self.density;
+            let hit = if self.temperature > 0.0 {
+                let p = 1.0 / (1.0 + (-x / self.temperature).exp());
+                rng.random::<f32>() < p
+            } else {
+                x > 0.0
+            };
+            if hit {
+                next[v] = 1.0;
+                next[VOICES + v] = heads[VOICES + v];
+                next[2 * VOICES + v] = heads[2 * VOICES + v];
+            }
+        }
+    }
+}
+
+/// Draws hits step by step and records the sampled grids (the Candle reference path).
+struct Sampler {
+    rule: HitSampling,
     /// One generator per batch row (stream = row index).
     rngs: Vec<ChaCha8Rng>,
     /// One `64 x 27` grid per row, filled as steps are sampled.
     grids: Vec<Vec<f32>>,
+    /// One `64 x 27` record of the predictions per row (see [`SampleTrace::outputs`]).
+    outputs: Vec<Vec<f32>>,
     device: Device,
 }
 
 impl Sampler {
     fn new(n: usize, opts: &DecodeOptions, device: &Device) -> Sampler {
-        let finite_or_zero = |v: f32| if v.is_finite() { v } else { 0.0 };
+        let rule = HitSampling::new(opts);
         Sampler {
-            temperature: finite_or_zero(opts.temperature).max(0.0),
-            density: finite_or_zero(opts.density),
-            rngs: (0..n)
-                .map(|i| {
-                    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-                    rng.set_stream(i as u64);
-                    rng
-                })
-                .collect(),
+            rule,
+            rngs: (0..n).map(|i| rule.rng(i)).collect(),
             grids: vec![vec![0.0; STEPS * FEATURES]; n],
+            outputs: vec![vec![0.0; STEPS * FEATURES]; n],
             device: device.clone(),
         }
     }
 
-    /// Samples step `step` from the raw outputs `[N, 27]`; returns the next step's input `[N, 27]`:
-    /// hits as 0/1, and velocity and offset zeroed where there is no hit, like rests in the data.
+    /// Samples step `step` from the raw outputs `[N, 27]`; returns the next step's input `[N, 27]`.
     fn step(&mut self, raw: &Tensor, step: usize) -> Result<Tensor> {
         let out = heads(raw)?;
         let rows = Tensor::cat(&[&out.hit_logits, &out.velocity, &out.offset], 1)?
             .to_dtype(DType::F32)?
             .to_vec2::<f32>()?;
         let mut next = vec![0.0f32; rows.len() * FEATURES];
+        let cells = step * FEATURES..(step + 1) * FEATURES;
         for (i, row) in rows.iter().enumerate() {
-            let cells = &mut next[i * FEATURES..(i + 1) * FEATURES];
-            for v in 0..VOICES {
-                let x = row[v] + self.density;
-                let hit = if self.temperature > 0.0 {
-                    let p = 1.0 / (1.0 + (-x / self.temperature).exp());
-                    self.rngs[i].random::<f32>() < p
-                } else {
-                    x > 0.0
-                };
-                if hit {
-                    cells[v] = 1.0;
-                    cells[VOICES + v] = row[VOICES + v];
-                    cells[2 * VOICES + v] = row[2 * VOICES + v];
-                }
-            }
-            self.grids[i][step * FEATURES..(step + 1) * FEATURES].copy_from_slice(cells);
+            let next_row = &mut next[i * FEATURES..(i + 1) * FEATURES];
+            self.rule.sample_row(row, &mut self.rngs[i], next_row);
+            self.grids[i][cells.clone()].copy_from_slice(next_row);
+            self.outputs[i][cells.clone()].copy_from_slice(row);
         }
         Tensor::from_vec(next, (rows.len(), FEATURES), &self.device)
     }

@@ -165,6 +165,27 @@ impl Lstm {
         self.hidden
     }
 
+    /// Width of the per-step input (0 for the conductor).
+    pub(crate) fn input(&self) -> usize {
+        self.input
+    }
+
+    /// Width of the per-sequence conditioning input.
+    pub(crate) fn cond(&self) -> usize {
+        self.cond
+    }
+
+    /// `(weight_ih, weight_hh, bias_ih, bias_hh)` in PyTorch's shapes, for code that lays the
+    /// weights out its own way (the plain-Rust decoder in `fast_decoder`).
+    pub(crate) fn weights(&self) -> (&Tensor, &Tensor, &Tensor, &Tensor) {
+        (
+            &self.weight_ih,
+            &self.weight_hh,
+            &self.bias_ih,
+            &self.bias_hh,
+        )
+    }
+
     /// One step, the textbook way: `x` is the full input `[B, input + cond]`. Kept as the
     /// reference the fast path is tested against; the model itself uses [`StackedLstm`].
     pub fn step(&self, x: &Tensor, state: &LstmState) -> Result<LstmState> {
