@@ -51,8 +51,8 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use host::{
-    AudioThread, Block, PluginUnderTest, TransportInfo, X11Host, X11ParentWindow,
-    plugin_library_path,
+    AudioThread, Block, PluginUnderTest, TransportInfo, X11Host, X11ParentWindow, parse_state,
+    plugin_library_path, write_state,
 };
 use serde_json::Value;
 use xvfb::VirtualDisplay;
@@ -671,23 +671,6 @@ fn editor_open_close_cycles_leak_no_heap() {
 
 // ---------------------------------------------------------------------------------------------
 // Size and saved state
-
-// Saved states: nice-plug's CLAP state is an 8-byte little-endian length, then that much JSON
-// whose "fields" hold each persisted field as JSON text.
-
-fn parse_state(bytes: &[u8]) -> Value {
-    assert!(bytes.len() >= 8, "{bytes:?}");
-    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    assert_eq!(length as usize, bytes.len() - 8, "length header");
-    serde_json::from_slice(&bytes[8..]).expect("the state is JSON")
-}
-
-fn write_state(state: &Value) -> Vec<u8> {
-    let json = serde_json::to_vec(state).unwrap();
-    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(json);
-    bytes
-}
 
 fn field(state: &Value, name: &str) -> String {
     state["fields"][name]

@@ -50,7 +50,9 @@ use drumvae::generator::{Engine, Point, Slot, Slots};
 use drumvae::groove::VOICES;
 use drumvae::plugin::params::DrumVaeParams;
 use drumvae::sequencer::{Sequencer, Settings, SwitchAt, Transport};
-use host::{AudioThread, Block, Note, NoteSource, PluginUnderTest, TransportInfo};
+use host::{
+    AudioThread, Block, Note, NoteSource, PluginUnderTest, TransportInfo, parse_state, write_state,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use schedule::{On, hits, sample_at, samples_per_beat, schedule, steps_around};
@@ -492,24 +494,6 @@ fn play_script(plugin: &mut PluginUnderTest, rate: f64, blocks: &[Block]) -> Vec
 }
 
 // ---------------------------------------------------------------------------------------------
-// Saved states: nice-plug's CLAP state is an 8-byte little-endian length, then that many bytes
-// of JSON: {"version", "params": {string id: {"f32"|"i32"|"bool"|"string": value}}, "fields":
-// {persist key: JSON text}}.
-
-fn parse_state(bytes: &[u8]) -> Value {
-    assert!(bytes.len() >= 8, "{bytes:?}");
-    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-    assert_eq!(length as usize, bytes.len() - 8, "length header");
-    serde_json::from_slice(&bytes[8..]).expect("the state is JSON")
-}
-
-fn write_state(state: &Value) -> Vec<u8> {
-    let json = serde_json::to_vec(state).unwrap();
-    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
-    bytes.extend(json);
-    bytes
-}
-
 fn state_f32(state: &Value, id: &str) -> f32 {
     // The same conversion nice-plug's loader makes (serde's f32 from a JSON number).
     serde_json::from_value(state["params"][id]["f32"].clone())

@@ -1976,3 +1976,21 @@ impl Drop for X11ParentWindow<'_> {
         let _ = conn.sync();
     }
 }
+
+/// Decodes a saved state: nice-plug's CLAP state is an 8-byte little-endian length, then that many
+/// bytes of JSON: `{"version", "params": {string id: {"f32"|"i32"|"bool"|"string": value}},
+/// "fields": {persist key: JSON text}}`. Panics (failing the test) on anything else.
+pub fn parse_state(bytes: &[u8]) -> serde_json::Value {
+    assert!(bytes.len() >= 8, "{bytes:?}");
+    let length = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert_eq!(length as usize, bytes.len() - 8, "length header");
+    serde_json::from_slice(&bytes[8..]).expect("the state is JSON")
+}
+
+/// Encodes a state in nice-plug's layout (see [`parse_state`]), for loading edited states.
+pub fn write_state(state: &serde_json::Value) -> Vec<u8> {
+    let json = serde_json::to_vec(state).unwrap();
+    let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(json);
+    bytes
+}
