@@ -195,12 +195,11 @@ fn time_ms(repeats: usize, mut f: impl FnMut(u64) -> anyhow::Result<()>) -> anyh
 /// Batch-1 decode of one 4-bar groove, temperature 1 (so the hit draws run too), each preset's
 /// model loaded from bytes as the plugin loads its model. Columns:
 /// - reference: `Vae::decode_reference` (Candle, as `Vae::decode` was before the fast decoder);
-/// - fast 1T / 2T: `FastDecoder::sample` with the detected kernel (AVX2 + FMA here) on one thread,
-///   and on two (the caller and the shared helper thread; the default on 2+ cores);
-/// - speed-up: reference / the default fast decoder;
-/// - portable 1T: the portable kernel (what CPUs without AVX2 run), one thread;
-/// - `Vae::decode`: the default fast decoder through the public API (tensor in, `Pattern`s out,
-///   cached decoder);
+/// - fast: `FastDecoder::sample` with the detected kernel (AVX2 + FMA here);
+/// - speed-up: reference / fast;
+/// - portable: the portable kernel (what CPUs without AVX2 run);
+/// - `Vae::decode`: the fast decoder through the public API (tensor in, `Pattern`s out, cached
+///   decoder);
 /// - MB/decode, GB/s and GFLOP/s: per row the fast decoder streams every matrix once per use (per
 ///   bar-decoder step for groovae: `4H x (27 + H)` + `4H x 2H` + `32 x H` floats (27 output rows
 ///   padded to 32) = 3.3 MB and 821k multiply-adds; plus the conductor's 4 steps and the per-bar
@@ -210,10 +209,10 @@ fn decode(quick: bool) -> anyhow::Result<()> {
     let device = Device::Cpu;
     let repeats = if quick { 20 } else { 100 };
     println!(
-        "\n| preset | reference (ms) | fast 1T (ms) | fast 2T (ms) | speed-up | portable 1T (ms) | \
-         Vae::decode (ms) | MB/decode | GB/s 1T / 2T | GFLOP/s 1T / 2T |"
+        "\n| preset | reference (ms) | fast (ms) | speed-up | portable (ms) | Vae::decode (ms) | \
+         MB/decode | GB/s | GFLOP/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for name in Config::PRESETS {
         let config = Config::preset(name).expect("a preset");
         let varmap = VarMap::new();
@@ -227,58 +226,35 @@ fn decode(quick: bool) -> anyhow::Result<()> {
             density: 0.0,
             seed,
         };
-        let default = vae.fast_decoder()?;
-        let one = FastDecoder::new(&vae.decoder)?.with_threads(1)?;
-        let two = FastDecoder::new(&vae.decoder)?.with_threads(2).ok();
-        let portable = FastDecoder::new(&vae.decoder)?
-            .with_kernel(Kernel::Portable)?
-            .with_threads(1)?;
+        let fast = vae.fast_decoder()?;
+        let portable = FastDecoder::new(&vae.decoder)?.with_kernel(Kernel::Portable)?;
         let reference = time_ms(repeats, |i| {
             black_box(vae.decode_reference(&z, &opts(i))?);
             Ok(())
         })?;
-        let fast = |d: &FastDecoder| {
+        let time_fast = |d: &FastDecoder| {
             time_ms(repeats, |i| {
                 black_box(d.sample(&z_values, &opts(i))?);
                 Ok(())
             })
         };
-        let one_ms = fast(&one)?;
-        let two_ms = match &two {
-            Some(d) => fast(d)?,
-            None => f64::NAN,
-        };
-        let default_ms = fast(&default)?;
-        let portable_ms = fast(&portable)?;
+        let fast_ms = time_fast(&fast)?;
+        let portable_ms = time_fast(&portable)?;
         let api_ms = time_ms(repeats, |i| {
             black_box(vae.decode(&z, &opts(i))?);
             Ok(())
         })?;
-        let cost = default.cost_per_row();
-        let rate = |units: f64, ms: f64| units / (ms / 1e3) / 1e9;
-        let (bytes, flops) = (cost.weight_bytes as f64, 2.0 * cost.multiply_adds as f64);
+        let cost = fast.cost_per_row();
+        let seconds = fast_ms / 1e3;
         println!(
-            "| {name} | {reference:.2} | {one_ms:.2} | {two_ms:.2} | {:.1}x | {portable_ms:.2} | \
-             {api_ms:.2} | {:.1} | {:.0} / {:.0} | {:.0} / {:.0} |",
-            reference / default_ms,
-            bytes / 1e6,
-            rate(bytes, one_ms),
-            rate(bytes, two_ms),
-            rate(flops, one_ms),
-            rate(flops, two_ms),
+            "| {name} | {reference:.2} | {fast_ms:.2} | {:.1}x | {portable_ms:.2} | {api_ms:.2} | \
+             {:.1} | {:.0} | {:.0} |",
+            reference / fast_ms,
+            cost.weight_bytes as f64 / 1e6,
+            cost.weight_bytes as f64 / seconds / 1e9,
+            2.0 * cost.multiply_adds as f64 / seconds / 1e9,
         );
     }
-    println!(
-        "(kernel: {:?}; default threads: {})",
-        Kernel::detect(),
-        FastDecoder::new(
-            &Vae::new(
-                &Config::small(),
-                seeded_var_builder(&VarMap::new(), 1, &device)
-            )?
-            .decoder
-        )?
-        .threads()
-    );
+    println!("(fast kernel: {:?})", Kernel::detect());
     Ok(())
 }

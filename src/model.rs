@@ -17,7 +17,7 @@ pub mod fused_lstm;
 pub mod init;
 pub mod lstm;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, Device, Result, Tensor, TensorId};
 use candle_nn::VarBuilder;
@@ -29,7 +29,6 @@ pub use decoder::{DecodeOptions, Decoder, DecoderOutput, SampleTrace};
 pub use device::{DeviceError, DeviceRequest, select_device};
 pub use encoder::Encoder;
 pub use fast_decoder::FastDecoder;
-use fast_decoder::Helper;
 pub use file::{FORMAT, ModelError, ModelInfo, load_bytes, load_file, save, to_bytes};
 pub use init::seeded_var_builder;
 
@@ -286,25 +285,24 @@ pub struct Vae {
 ///   any tensor id changing. Such a model builds a fresh `FastDecoder` for every decode call
 ///   ([`FastCache::PerCall`]): a few milliseconds, small next to the batches evaluation decodes,
 ///   and every decode sees the current weights. [`Vae::detach`] keeps that mode, because the
-///   detached tensors share the `Var`s' storage. The model keeps the decode helper thread it got
-///   on its first decode, so per-call builds never start a thread.
+///   detached tensors share the `Var`s' storage.
 /// - Any other model (loaded from a file or bytes: the plugin, `drumvae render`) has immutable
 ///   weights, so its `FastDecoder` is built on the first decode and shared by every clone
 ///   ([`FastCache::Shared`]). It is stored with the ids of the tensors it was copied from and
 ///   rebuilt if they differ, so assigning another decoder to the public `decoder` field is safe.
 #[derive(Clone, Debug)]
 enum FastCache {
-    PerCall(Arc<OnceLock<Option<Arc<Helper>>>>),
-    Shared(Arc<Mutex<Option<BuiltFast>>>),
+    PerCall,
+    Shared(Arc<Mutex<Option<BuiltFrom>>>),
 }
 
-/// A built fast decoder with the ids of the weight tensors it was copied from.
-type BuiltFast = (Vec<TensorId>, Arc<FastDecoder>);
+/// A cached [`FastDecoder`] and the ids of the tensors it was copied from.
+type BuiltFrom = (Vec<TensorId>, Arc<FastDecoder>);
 
 impl FastCache {
     fn for_decoder(decoder: &Decoder) -> FastCache {
         if decoder.weights().iter().any(|t| t.is_variable()) {
-            FastCache::PerCall(Arc::default())
+            FastCache::PerCall
         } else {
             FastCache::Shared(Arc::default())
         }
@@ -316,11 +314,7 @@ impl FastCache {
         let slot = match self {
             // A variable in a decoder assigned after construction counts too.
             FastCache::Shared(slot) if !weights.iter().any(|t| t.is_variable()) => slot,
-            FastCache::PerCall(helper) => {
-                let helper = helper.get_or_init(Helper::shared).clone();
-                return Ok(Arc::new(FastDecoder::with_helper(decoder, helper)?));
-            }
-            FastCache::Shared(_) => return Ok(Arc::new(FastDecoder::new(decoder)?)),
+            _ => return Ok(Arc::new(FastDecoder::new(decoder)?)),
         };
         let ids: Vec<TensorId> = weights.iter().map(|t| t.id()).collect();
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
@@ -404,7 +398,7 @@ impl Vae {
     }
 
     /// Decodes `z [N, latent]` autoregressively into N patterns. On the CPU this runs the
-    /// plain-Rust [`FastDecoder`] (about 4x faster at batch 1; see `fast_decoder.rs`), elsewhere
+    /// plain-Rust [`FastDecoder`] (about 2x faster at batch 1; see `fast_decoder.rs`), elsewhere
     /// Candle ([`Vae::decode_reference`]); both give the same patterns.
     pub fn decode(&self, z: &Tensor, opts: &DecodeOptions) -> Result<Vec<Pattern>> {
         let Some(z) = self.check_latent(z)? else {

@@ -9,10 +9,10 @@
 //! `4H x (27 + 2H) + 4H x 2H + 27 x H` floats, 3.3 MB for H = 256, more than the 1 MiB L2, so every
 //! step streams them from L3. Everything here is arranged around that:
 //!
-//! - Weights are copied out of the tensors once, into [`Panels`]: output rows in tiles of
-//!   [`TILE`], each tile stored column by column, so a matrix-vector product is ONE sequential pass
-//!   over the weights with a tile of outputs held in registers (8 AVX registers) and each input
-//!   value broadcast once. A step's matrices are laid out in the order they are used.
+//! - Weights are copied out of the tensors once, into `Panels`: output rows in tiles of 64, each
+//!   tile stored column by column, so a matrix-vector product is ONE sequential pass over the
+//!   weights with a tile of outputs held in registers (8 AVX registers) and each input value
+//!   broadcast once.
 //! - The per-sequence conditioning input (z for the conductor and the flat decoder, the bar
 //!   embedding c_u for the bar decoder) is projected once per sequence and becomes layer 0's gate
 //!   bias, as in `lstm.rs`; it is not re-multiplied every step.
@@ -20,19 +20,22 @@
 //!   mostly zeros, so layer 0 only reads the weight columns of its nonzero entries. Skipping an
 //!   exact zero changes no sum, so this is exact.
 //! - All buffers are allocated once per decode call; a step allocates nothing.
+//! - The hierarchical decoder runs the conductor for all four bars first, so that the bar
+//!   decoder's weights then stream for 64 steps in a row.
 //! - The inner loops use AVX2 + FMA (`std::arch::x86_64`) when the CPU has them, checked at run
 //!   time; every other CPU (and aarch64) runs the portable loops, which the compiler vectorises.
 //!   Both give the Candle reference's numbers within 1e-5 (they differ from it, and from each
 //!   other, only in summation order, FMA rounding and exp/tanh approximations of ~1 ulp).
 //!
-//! Sampling is shared with the Candle path ([`HitSampling`]), so both draw identical hits from
+//! Sampling is shared with the Candle path (`decoder::HitSampling`), so both draw identical hits from
 //! identical predictions: same sanitising, same ChaCha8 stream per row, same draw order.
 //!
-//! One thread: splitting each product's tiles across two threads was measured (see the report in
-//! the commit history and `benches/model_speed.rs`) and did not pay on this machine's 2 cores, so
-//! a decode runs entirely on the calling thread.
-
-use std::sync::Arc;
+//! One thread. The floor on one core is the L3 streaming rate, about 77 GB/s on the project's
+//! machine, i.e. ~2.8 ms for the ~210 MB of bar-decoder weights a groovae decode streams. Sharing
+//! each product's tiles with a persistent helper thread (commit 4bb9f3e, claimed from an atomic
+//! counter) was measured there: with the second core idle it took a groovae decode from ~4.0 to
+//! ~2.4 ms, but with both cores busy (that machine's usual state) from ~3.9 to ~9 ms, since the
+//! caller then waits for a descheduled helper. It did not clearly pay, so it was removed.
 
 use candle_core::{DType, Result, Tensor};
 use candle_nn::Linear;
@@ -41,7 +44,6 @@ use rand_chacha::ChaCha8Rng;
 use super::decoder::{DecodeOptions, Decoder, HitSampling, SampleTrace};
 use super::lstm::StackedLstm;
 use crate::groove::{BARS, FEATURES, STEPS, STEPS_PER_BAR, VOICES};
-pub(crate) use helper::Helper;
 
 /// Output rows per tile: 64 f32 accumulators are 8 AVX registers, leaving the other 8 for the
 /// broadcast input and the weights in flight.
@@ -162,7 +164,7 @@ impl Panels {
 type Sparse = Vec<(usize, f32)>;
 
 impl Kernel {
-    /// Tile `t` of `y = bias + W x` (see [`Exec::matvec`]): writes the tile's rows into `out`.
+    /// Tile `t` of `y = bias + W x` (see [`Kernel::matvec`]): writes the tile's rows into `out`.
     #[allow(clippy::too_many_arguments)]
     fn tile(
         self,
@@ -223,23 +225,12 @@ impl Kernel {
             Kernel::Avx2Fma => unreachable!("AVX2 is never available off x86-64"),
         }
     }
-}
 
-/// How one decode call runs its matrix products: the kernel, and the helper thread when this
-/// call could have it (see [`helper`]).
-struct Exec<'a> {
-    kernel: Kernel,
-    team: Option<helper::Team<'a>>,
-}
-
-impl Exec<'_> {
     /// `y[..padded] = bias[..padded] + W x`, where `x` is zero except for the `sparse` entries and
     /// the dense tail `dense`, which covers the LAST `dense.len()` columns. `y` and `bias` hold at
-    /// least `w.padded` values (padding rows come out as their bias). With a helper, the tiles are
-    /// shared out between the two threads; each tile is computed whole by one of them, by the same
-    /// code, so the result does not depend on who computed what.
+    /// least `w.padded` values (padding rows come out as their bias).
     fn matvec(
-        &self,
+        self,
         w: &Panels,
         bias: &[f32],
         sparse: &[(usize, f32)],
@@ -249,373 +240,17 @@ impl Exec<'_> {
         assert!(bias.len() >= w.padded && y.len() >= w.padded && dense.len() <= w.cols);
         let dense_at = w.cols - dense.len();
         assert!(sparse.iter().all(|&(k, _)| k < dense_at));
-        match &self.team {
-            Some(team) if w.tile_count() >= 2 => {
-                team.matvec(self.kernel, w, bias, sparse, dense, dense_at, y)
-            }
-            _ => {
-                for t in 0..w.tile_count() {
-                    let (row0, width, _) = w.tile(t);
-                    let out = &mut y[row0..row0 + width];
-                    self.kernel.tile(w, t, bias, sparse, dense, dense_at, out);
-                }
-            }
-        }
-    }
-}
-
-/// The second thread that shares a decode's matrix products.
-///
-/// Why: a batch-1 decode is bound by streaming its weights from L3 (3.3 MB per groovae step, more
-/// than a core's 1 MiB L2), and one core streams about 77 GB/s here, so one thread cannot go below
-/// ~2.8 ms; two cores each streaming half the tiles double that (measured: the products of a
-/// decode take 2.9 ms on one thread, 1.5 ms on two).
-///
-/// How: one helper thread per process, shared by every [`FastDecoder`] and kept alive by them (and
-/// by the models holding them); it exits when the last one is dropped, so a plugin leaves no
-/// thread behind. One decode call at a time gets it ([`Helper::team`]; a concurrent decode runs
-/// alone). For each product the decode publishes a job and both threads claim tiles from one
-/// atomic counter until none are left; so when the helper is descheduled or asleep the caller
-/// simply computes every tile itself. The helper spins for a short while after each job (the next
-/// product follows within microseconds) and then parks, so an idle plugin costs no CPU.
-mod helper {
-    use std::cell::Cell;
-    use std::panic::{AssertUnwindSafe, catch_unwind};
-    use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
-    use std::thread::JoinHandle;
-    use std::time::{Duration, Instant};
-
-    use super::{Kernel, Panels};
-
-    /// How long an idle helper spins before it parks.
-    const SPIN: Duration = Duration::from_micros(200);
-
-    /// One product to share: raw pointers to the caller's borrowed arguments, valid while the
-    /// caller waits in [`Team::matvec`] (see the SAFETY notes there).
-    #[derive(Clone, Copy)]
-    struct Job {
-        epoch: u32,
-        kernel: Kernel,
-        w: *const Panels,
-        bias: (*const f32, usize),
-        sparse: (*const (usize, f32), usize),
-        dense: (*const f32, usize),
-        dense_at: usize,
-        y: (*mut f32, usize),
-        tiles: u32,
-    }
-
-    // SAFETY: a `Job` is only a set of addresses; the threads that use them follow the protocol of
-    // `Team::matvec`, which keeps the pointees alive and the written ranges disjoint.
-    unsafe impl Send for Job {}
-
-    impl Job {
-        const NONE: Job = Job {
-            epoch: 0,
-            kernel: Kernel::Portable,
-            w: std::ptr::null(),
-            bias: (std::ptr::null(), 0),
-            sparse: (std::ptr::null(), 0),
-            dense: (std::ptr::null(), 0),
-            dense_at: 0,
-            y: (std::ptr::null_mut(), 0),
-            tiles: 0,
-        };
-
-        /// Computes tile `t`.
-        ///
-        /// # Safety
-        /// `self` was published by a [`Team::matvec`] that is still waiting, and this thread
-        /// claimed `t` (a valid tile of that job) from the job's counter, so no other thread
-        /// writes the tile's rows of `y`.
-        unsafe fn run(&self, t: usize) {
-            // SAFETY: per the contract, the caller of `Team::matvec` keeps every argument borrowed
-            // (so alive and unchanged) until all claimed tiles are reported done, and `y`'s rows
-            // of tile `t` are written by this thread only; `Team::matvec` checked that all
-            // lengths match the panels.
-            unsafe {
-                let w = &*self.w;
-                let bias = std::slice::from_raw_parts(self.bias.0, self.bias.1);
-                let sparse = std::slice::from_raw_parts(self.sparse.0, self.sparse.1);
-                let dense = std::slice::from_raw_parts(self.dense.0, self.dense.1);
-                let (row0, width, _) = w.tile(t);
-                assert!(row0 + width <= self.y.1);
-                let out = std::slice::from_raw_parts_mut(self.y.0.add(row0), width);
-                self.kernel
-                    .tile(w, t, bias, sparse, dense, self.dense_at, out);
-            }
-        }
-    }
-
-    /// Claims the next tile of job `epoch`, if it is still the current job and has tiles left.
-    fn claim(counter: &AtomicU64, epoch: u32, tiles: u32) -> Option<usize> {
-        let mut current = counter.load(Ordering::Acquire);
-        loop {
-            let (e, next) = ((current >> 32) as u32, current as u32);
-            if e != epoch || next >= tiles {
-                return None;
-            }
-            match counter.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(next as usize),
-                Err(now) => current = now,
-            }
-        }
-    }
-
-    fn pack(epoch: u32, next: u32) -> u64 {
-        (u64::from(epoch) << 32) | u64::from(next)
-    }
-
-    /// What the two threads share.
-    struct Shared {
-        /// The current job, written by the decode before it bumps `counter`'s epoch.
-        job: Mutex<Job>,
-        /// `(epoch << 32) | next unclaimed tile` of the current job.
-        counter: AtomicU64,
-        /// The last epoch handed out (only the holder of `busy` changes it).
-        epoch: AtomicU32,
-        /// Tiles of the current job the helper has finished.
-        helper_done: AtomicUsize,
-        /// Set by the helper before it parks, so that a decode knows to wake it.
-        sleeping: AtomicBool,
-        /// Set when a tile panicked on the helper (never expected): the decode then panics too.
-        failed: AtomicBool,
-        exit: AtomicBool,
-        /// Held by the decode call that uses the helper.
-        busy: Mutex<()>,
-    }
-
-    /// The helper thread; dropping the last handle stops and joins it.
-    pub(crate) struct Helper {
-        shared: Arc<Shared>,
-        thread: Option<JoinHandle<()>>,
-    }
-
-    /// The process's helper while anything holds it.
-    static CURRENT: Mutex<Weak<Helper>> = Mutex::new(Weak::new());
-
-    impl Helper {
-        /// The process's helper, started if none is running; `None` on a single-core machine
-        /// or if the thread cannot be started.
-        pub(crate) fn shared() -> Option<Arc<Helper>> {
-            if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-                return None;
-            }
-            let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(h) = current.upgrade() {
-                return Some(h);
-            }
-            let shared = Arc::new(Shared {
-                job: Mutex::new(Job::NONE),
-                counter: AtomicU64::new(0),
-                epoch: AtomicU32::new(0),
-                helper_done: AtomicUsize::new(0),
-                sleeping: AtomicBool::new(false),
-                failed: AtomicBool::new(false),
-                exit: AtomicBool::new(false),
-                busy: Mutex::new(()),
-            });
-            let for_thread = shared.clone();
-            let thread = std::thread::Builder::new()
-                .name("drumvae-decode-helper".into())
-                .spawn(move || serve(&for_thread))
-                .ok()?;
-            let helper = Arc::new(Helper {
-                shared,
-                thread: Some(thread),
-            });
-            *current = Arc::downgrade(&helper);
-            Some(helper)
-        }
-
-        /// The helper for one decode call, unless another call has it.
-        pub(crate) fn team(&self) -> Option<Team<'_>> {
-            let busy = match self.shared.busy.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => return None,
-            };
-            Some(Team {
-                helper: self,
-                _busy: busy,
-                mine: Cell::new(0),
-            })
-        }
-
-        fn wake(&self) {
-            if let Some(t) = &self.thread {
-                t.thread().unpark();
-            }
-        }
-    }
-
-    impl std::fmt::Debug for Helper {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Helper")
-        }
-    }
-
-    impl Drop for Helper {
-        fn drop(&mut self) {
-            self.shared.exit.store(true, Ordering::SeqCst);
-            self.wake();
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
-        }
-    }
-
-    /// The helper thread's loop: wait for a new job, claim and compute tiles until none are
-    /// left, repeat.
-    fn serve(shared: &Shared) {
-        let mut seen = 0u32;
-        loop {
-            let mut idle = Instant::now();
-            let mut spins = 0u32;
-            loop {
-                if shared.exit.load(Ordering::Acquire) {
-                    return;
-                }
-                let epoch = (shared.counter.load(Ordering::Acquire) >> 32) as u32;
-                if epoch != seen {
-                    seen = epoch;
-                    break;
-                }
-                std::hint::spin_loop();
-                spins += 1;
-                if spins.is_multiple_of(64) && idle.elapsed() > SPIN {
-                    // Announce the nap, then look once more: a decode that published after this
-                    // store sees `sleeping` and unparks us (both sides use SeqCst).
-                    shared.sleeping.store(true, Ordering::SeqCst);
-                    let epoch = (shared.counter.load(Ordering::SeqCst) >> 32) as u32;
-                    if epoch == seen && !shared.exit.load(Ordering::SeqCst) {
-                        std::thread::park();
-                    }
-                    shared.sleeping.store(false, Ordering::SeqCst);
-                    idle = Instant::now();
-                }
-            }
-            let job = *shared.job.lock().unwrap_or_else(|p| p.into_inner());
-            if job.epoch != seen {
-                continue; // Overtaken by a newer job; the loop above will see it.
-            }
-            while let Some(t) = claim(&shared.counter, seen, job.tiles) {
-                // SAFETY: we claimed tile `t` of the current job `seen`, whose decode waits
-                // until `helper_done` counts it (see `Team::matvec`).
-                let ok = catch_unwind(AssertUnwindSafe(|| unsafe { job.run(t) })).is_ok();
-                if !ok {
-                    shared.failed.store(true, Ordering::SeqCst);
-                }
-                // After this the job's pointers are never touched again.
-                shared.helper_done.fetch_add(1, Ordering::Release);
-            }
-        }
-    }
-
-    /// The helper, held by one decode call.
-    pub(crate) struct Team<'a> {
-        helper: &'a Helper,
-        _busy: MutexGuard<'a, ()>,
-        /// Tiles the decode's own thread computed of the current job.
-        mine: Cell<usize>,
-    }
-
-    impl Team<'_> {
-        /// [`super::Exec::matvec`] with the tiles shared between this thread and the helper;
-        /// the arguments were checked by the caller.
-        #[allow(clippy::too_many_arguments)]
-        pub(super) fn matvec(
-            &self,
-            kernel: Kernel,
-            w: &Panels,
-            bias: &[f32],
-            sparse: &[(usize, f32)],
-            dense: &[f32],
-            dense_at: usize,
-            y: &mut [f32],
-        ) {
-            let shared = &*self.helper.shared;
-            let tiles = u32::try_from(w.tile_count()).expect("fewer than 2^32 tiles");
-            let epoch = match shared.epoch.load(Ordering::Relaxed).wrapping_add(1) {
-                0 => 1, // 0 is the helper's "nothing seen yet"
-                e => e,
-            };
-            shared.epoch.store(epoch, Ordering::Relaxed);
-            // From here until `Finish` is dropped, `y` is only written through `job.y`, tile by
-            // tile, by whichever thread claimed the tile.
-            let job = Job {
-                epoch,
-                kernel,
+        for t in 0..w.tile_count() {
+            let (row0, width, _) = w.tile(t);
+            self.tile(
                 w,
-                bias: (bias.as_ptr(), bias.len()),
-                sparse: (sparse.as_ptr(), sparse.len()),
-                dense: (dense.as_ptr(), dense.len()),
+                t,
+                bias,
+                sparse,
+                dense,
                 dense_at,
-                y: (y.as_mut_ptr(), y.len()),
-                tiles,
-            };
-            shared.helper_done.store(0, Ordering::Relaxed);
-            *shared.job.lock().unwrap_or_else(|p| p.into_inner()) = job;
-            // Publishes the job (Release through SeqCst) and, paired with the helper's SeqCst
-            // store of `sleeping`, guarantees that a helper going to sleep either sees the job or
-            // is woken.
-            shared.counter.store(pack(epoch, 0), Ordering::SeqCst);
-            if shared.sleeping.load(Ordering::SeqCst) {
-                self.helper.wake();
-            }
-            self.mine.set(0);
-            let finish = Finish {
-                team: self,
-                epoch,
-                tiles,
-            };
-            while let Some(t) = claim(&shared.counter, epoch, tiles) {
-                // SAFETY: this thread claimed tile `t` of the job it published and is waiting
-                // for (`finish` waits even if this panics), and its arguments are borrowed for
-                // this whole call.
-                unsafe { job.run(t) };
-                self.mine.set(self.mine.get() + 1);
-            }
-            drop(finish);
-            if shared.failed.load(Ordering::SeqCst) {
-                panic!("a tile panicked on the decode helper thread");
-            }
-        }
-    }
-
-    /// Ends a shared product: closes the job to new claims and waits until the helper finished
-    /// every tile it claimed, so that no pointer of the job outlives the borrow it came from. A
-    /// drop guard so that it also runs if the caller unwinds.
-    struct Finish<'a, 'b> {
-        team: &'a Team<'b>,
-        epoch: u32,
-        tiles: u32,
-    }
-
-    impl Drop for Finish<'_, '_> {
-        fn drop(&mut self) {
-            let shared = &*self.team.helper.shared;
-            let before = shared
-                .counter
-                .swap(pack(self.epoch, u32::MAX), Ordering::AcqRel);
-            let claimed = (before as u32).min(self.tiles) as usize;
-            let helper_has = claimed - self.team.mine.get();
-            let start = Instant::now();
-            while shared.helper_done.load(Ordering::Acquire) != helper_has {
-                // A tile takes microseconds; if the helper was descheduled mid-tile, give the
-                // core back instead of burning it.
-                if start.elapsed() > Duration::from_micros(50) {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
+                &mut y[row0..row0 + width],
+            );
         }
     }
 }
@@ -627,10 +262,50 @@ fn sigmoid(x: f32) -> f32 {
 
 /// The kernels in plain Rust: the fallback for every CPU, and the tails the AVX2 kernels leave.
 mod portable {
-    use super::sigmoid;
+    use super::{TILE, sigmoid};
 
     /// One tile: `out = bias + block x` (see [`super::Kernel::tile`]).
     pub(super) fn tile(
+        block: &[f32],
+        bias: &[f32],
+        sparse: &[(usize, f32)],
+        dense: &[f32],
+        dense_at: usize,
+        out: &mut [f32],
+    ) {
+        match <&mut [f32; TILE]>::try_from(&mut *out) {
+            Ok(out) => full_tile(block, bias, sparse, dense, dense_at, out),
+            Err(_) => narrow_tile(block, bias, sparse, dense, dense_at, out),
+        }
+    }
+
+    /// A full tile, with its accumulators in a fixed-size array that the compiler keeps in
+    /// registers (measured: 1.45x faster than [`narrow_tile`]'s loop on baseline x86-64).
+    fn full_tile(
+        block: &[f32],
+        bias: &[f32],
+        sparse: &[(usize, f32)],
+        dense: &[f32],
+        dense_at: usize,
+        out: &mut [f32; TILE],
+    ) {
+        let (columns, _) = block.as_chunks::<TILE>();
+        let mut acc: [f32; TILE] = bias.try_into().expect("a tile's bias");
+        for &(k, v) in sparse {
+            for (a, &wk) in acc.iter_mut().zip(&columns[k]) {
+                *a += v * wk;
+            }
+        }
+        for (column, &v) in columns[dense_at..].iter().zip(dense) {
+            for (a, &wk) in acc.iter_mut().zip(column) {
+                *a += v * wk;
+            }
+        }
+        *out = acc;
+    }
+
+    /// The last, narrower tile of a matrix.
+    fn narrow_tile(
         block: &[f32],
         bias: &[f32],
         sparse: &[(usize, f32)],
@@ -810,10 +485,7 @@ mod avx2 {
         let big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
         let z = _mm256_mul_ps(x, x);
         let mut p = _mm256_set1_ps(-5.704_988_7e-3);
-        // The published minimax coefficients, written as printed (f32 rounds them).
-        #[allow(clippy::excessive_precision)]
-        let coefficients = [2.063_908_9e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_82];
-        for coefficient in coefficients {
+        for coefficient in [2.063_909e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8] {
             p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(coefficient));
         }
         let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
@@ -888,8 +560,8 @@ impl FastLinear {
     }
 
     /// `y[..padded] = W x + b`.
-    fn apply(&self, ex: &Exec, x: &[f32], y: &mut [f32]) {
-        ex.matvec(&self.w, &self.bias, &[], x, y);
+    fn apply(&self, k: Kernel, x: &[f32], y: &mut [f32]) {
+        k.matvec(&self.w, &self.bias, &[], x, y);
     }
 }
 
@@ -959,6 +631,16 @@ impl FastStack {
         self.layers[0].input
     }
 
+    /// Layer 0's gate bias for a sequence conditioned on `cond` (empty when the stack has no
+    /// conditioning input): `bias + W_cond cond`, into `bias0` (`4H` padded).
+    fn condition(&self, k: Kernel, cond: &[f32], bias0: &mut [f32]) {
+        let first = &self.layers[0];
+        match &first.w_cond {
+            Some(w) => k.matvec(w, &first.bias, &[], cond, bias0),
+            None => bias0.copy_from_slice(&first.bias),
+        }
+    }
+
     /// Floats of weights one step reads (padding included, the sampled input's columns all
     /// counted), and its multiply-adds.
     fn step_cost(&self) -> (usize, usize) {
@@ -1015,9 +697,9 @@ impl StackState {
     }
 
     /// Starts a sequence: the initial `(h, c)` of every layer from `init = tanh(linear(emb))`,
-    /// laid out `[h0, c0, h1, c1, ...]` as `decoder.rs` splits it, and layer 0's bias from
-    /// `cond` (empty when the stack has no conditioning input).
-    fn start(&mut self, stack: &FastStack, ex: &Exec, init: &[f32], cond: &[f32]) {
+    /// laid out `[h0, c0, h1, c1, ...]` as `decoder.rs` splits it, and layer 0's gate bias
+    /// `bias0` (see [`FastStack::condition`]).
+    fn start(&mut self, stack: &FastStack, init: &[f32], bias0: &[f32]) {
         let h = stack.hidden;
         for layer in 0..stack.layers.len() {
             let at = 2 * layer * h;
@@ -1025,15 +707,11 @@ impl StackState {
             self.xh[layer][len - h..].copy_from_slice(&init[at..at + h]);
             self.c[layer].copy_from_slice(&init[at + h..at + 2 * h]);
         }
-        let first = &stack.layers[0];
-        match &first.w_cond {
-            Some(w) => ex.matvec(w, &first.bias, &[], cond, &mut self.bias0),
-            None => self.bias0.copy_from_slice(&first.bias),
-        }
+        self.bias0.copy_from_slice(bias0);
     }
 
     /// One step through every layer; `x` is the per-step input's nonzero entries.
-    fn step(&mut self, stack: &FastStack, ex: &Exec, x: &[(usize, f32)]) {
+    fn step(&mut self, stack: &FastStack, k: Kernel, x: &[(usize, f32)]) {
         let h = stack.hidden;
         let n = stack.layers.len();
         for (l, layer) in stack.layers.iter().enumerate() {
@@ -1042,10 +720,9 @@ impl StackState {
             } else {
                 (&layer.bias[..], &[][..])
             };
-            ex.matvec(&layer.w, bias, sparse, &self.xh[l], &mut self.gates);
+            k.matvec(&layer.w, bias, sparse, &self.xh[l], &mut self.gates);
             let len = self.xh[l].len();
-            ex.kernel
-                .lstm_cell(&self.gates, &mut self.c[l], &mut self.xh[l][len - h..]);
+            k.lstm_cell(&self.gates, &mut self.c[l], &mut self.xh[l][len - h..]);
             if l + 1 < n {
                 let (this, above) = self.xh.split_at_mut(l + 1);
                 above[0][..h].copy_from_slice(&this[l][len - h..]);
@@ -1088,8 +765,6 @@ pub struct FastDecoder {
     output: FastLinear,
     latent: usize,
     kernel: Kernel,
-    /// The second thread, when the machine has two cores or more (see [`helper`]).
-    helper: Option<Arc<Helper>>,
 }
 
 impl std::fmt::Debug for FastDecoder {
@@ -1102,23 +777,13 @@ impl std::fmt::Debug for FastDecoder {
             .field("kind", &kind)
             .field("latent", &self.latent)
             .field("kernel", &self.kernel)
-            .field("threads", &self.threads())
             .finish_non_exhaustive()
     }
 }
 
 impl FastDecoder {
-    /// Copies `decoder`'s weights (from any device), picks [`Kernel::detect`], and uses the
-    /// process's decode helper thread when the machine has two cores or more.
+    /// Copies `decoder`'s weights (from any device) and picks [`Kernel::detect`].
     pub fn new(decoder: &Decoder) -> Result<FastDecoder> {
-        Self::with_helper(decoder, Helper::shared())
-    }
-
-    /// [`FastDecoder::new`] with the helper given (the model keeps one for its per-call builds).
-    pub(crate) fn with_helper(
-        decoder: &Decoder,
-        helper: Option<Arc<Helper>>,
-    ) -> Result<FastDecoder> {
         let (kind, output, latent) = match decoder {
             Decoder::Hierarchical(d) => {
                 let (conductor_init, conductor, bar_init, bar, output) = d.parts();
@@ -1148,7 +813,6 @@ impl FastDecoder {
             output,
             latent,
             kernel: Kernel::detect(),
-            helper,
         };
         fast.check_sizes()?;
         Ok(fast)
@@ -1161,25 +825,6 @@ impl FastDecoder {
         }
         self.kernel = kernel;
         Ok(self)
-    }
-
-    /// The same decoder on `threads` threads: 1, or 2 (the caller and the shared helper; fails
-    /// on a single-core machine). Decodes give the same results either way.
-    pub fn with_threads(mut self, threads: usize) -> Result<FastDecoder> {
-        self.helper = match threads {
-            1 => None,
-            2 => match self.helper.take().or_else(Helper::shared) {
-                Some(h) => Some(h),
-                None => candle_core::bail!("no second thread on this machine"),
-            },
-            n => candle_core::bail!("the fast decoder runs on 1 or 2 threads, not {n}"),
-        };
-        Ok(self)
-    }
-
-    /// How many threads a decode may use (it uses one when another decode has the helper).
-    pub fn threads(&self) -> usize {
-        1 + usize::from(self.helper.is_some())
     }
 
     /// The kernel it runs.
@@ -1282,10 +927,6 @@ impl FastDecoder {
         let n = z.len() / self.latent;
         let rule = HitSampling::new(opts);
         let mut work = Work::new(self);
-        let ex = Exec {
-            kernel: self.kernel,
-            team: self.helper.as_ref().and_then(|h| h.team()),
-        };
         let mut out = SampleTrace {
             grids: vec![vec![0.0; STEPS * FEATURES]; n],
             outputs: if trace {
@@ -1297,31 +938,21 @@ impl FastDecoder {
         for (row, z) in z.chunks_exact(self.latent).enumerate() {
             let mut rng = rule.rng(row);
             let record = out.outputs.get_mut(row).map(Vec::as_mut_slice);
-            self.decode_row(
-                z,
-                &rule,
-                &mut rng,
-                &ex,
-                &mut work,
-                &mut out.grids[row],
-                record,
-            );
+            self.decode_row(z, &rule, &mut rng, &mut work, &mut out.grids[row], record);
         }
         Ok(out)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn decode_row(
         &self,
         z: &[f32],
         rule: &HitSampling,
         rng: &mut ChaCha8Rng,
-        ex: &Exec,
         work: &mut Work,
         grid: &mut [f32],
         mut record: Option<&mut [f32]>,
     ) {
-        let k = ex;
+        let k = self.kernel;
         let notes = &mut work.notes;
         notes.sparse.clear();
         let mut step = 0;
@@ -1334,46 +965,34 @@ impl FastDecoder {
             } => {
                 let cs = work.conductor.as_mut().expect("hierarchical work");
                 conductor_init.apply(k, z, &mut work.init);
-                k.kernel.tanh(&mut work.init[..conductor_init.outputs()]);
-                cs.start(conductor, k, &work.init, z);
-                for _ in 0..BARS {
-                    // The conductor does not see the notes, so bar u's embedding can be computed
-                    // just before bar u.
+                k.tanh(&mut work.init[..conductor_init.outputs()]);
+                conductor.condition(k, z, &mut work.bias0);
+                cs.start(conductor, &work.init, &work.bias0);
+                // Every bar's embedding and starting point first (the conductor does not see the
+                // notes), so that the bar decoder's weights then stream for 64 steps in a row
+                // instead of being pushed out of the cache by the conductor's at every bar.
+                for bar_start in &mut work.bars {
                     cs.step(conductor, k, &[]);
                     let c_u = cs.top();
-                    bar_init.apply(k, c_u, &mut work.init);
-                    k.kernel.tanh(&mut work.init[..bar_init.outputs()]);
-                    notes.state.start(bar, k, &work.init, c_u);
+                    bar_init.apply(k, c_u, &mut bar_start.init);
+                    k.tanh(&mut bar_start.init[..bar_init.outputs()]);
+                    bar.condition(k, c_u, &mut bar_start.bias0);
+                }
+                for bar_start in &work.bars {
+                    notes.state.start(bar, &bar_start.init, &bar_start.bias0);
                     for _ in 0..STEPS_PER_BAR {
-                        self.note_step(
-                            bar,
-                            rule,
-                            rng,
-                            ex,
-                            notes,
-                            grid,
-                            record.as_deref_mut(),
-                            step,
-                        );
+                        self.note_step(bar, rule, rng, notes, grid, record.as_deref_mut(), step);
                         step += 1;
                     }
                 }
             }
             Kind::Flat { init, lstm } => {
                 init.apply(k, z, &mut work.init);
-                k.kernel.tanh(&mut work.init[..init.outputs()]);
-                notes.state.start(lstm, k, &work.init, z);
+                k.tanh(&mut work.init[..init.outputs()]);
+                lstm.condition(k, z, &mut work.bias0);
+                notes.state.start(lstm, &work.init, &work.bias0);
                 for _ in 0..STEPS {
-                    self.note_step(
-                        lstm,
-                        rule,
-                        rng,
-                        ex,
-                        notes,
-                        grid,
-                        record.as_deref_mut(),
-                        step,
-                    );
+                    self.note_step(lstm, rule, rng, notes, grid, record.as_deref_mut(), step);
                     step += 1;
                 }
             }
@@ -1387,23 +1006,22 @@ impl FastDecoder {
         stack: &FastStack,
         rule: &HitSampling,
         rng: &mut ChaCha8Rng,
-        ex: &Exec,
         notes: &mut NoteWork,
         grid: &mut [f32],
         record: Option<&mut [f32]>,
         step: usize,
     ) {
-        let k = ex;
+        let k = self.kernel;
         notes.state.step(stack, k, &notes.sparse);
         let raw = &mut notes.raw;
         self.output.apply(k, notes.state.top(), raw);
         // The heads as `decoder.rs` applies them: logits as they are, sigmoid velocities,
         // `0.5 tanh` offsets; scalar std functions, as Candle computes them.
-        for r in &mut raw[VOICES..2 * VOICES] {
-            *r = sigmoid(*r);
+        for v in &mut raw[VOICES..2 * VOICES] {
+            *v = sigmoid(*v);
         }
-        for r in &mut raw[2 * VOICES..FEATURES] {
-            *r = r.tanh() * 0.5;
+        for v in &mut raw[2 * VOICES..FEATURES] {
+            *v = v.tanh() * 0.5;
         }
         let cells = step * FEATURES..(step + 1) * FEATURES;
         rule.sample_row(&raw[..FEATURES], rng, &mut grid[cells.clone()]);
@@ -1434,24 +1052,50 @@ struct NoteWork {
 struct Work {
     conductor: Option<StackState>,
     notes: NoteWork,
-    /// The initial-state projection of the current sequence (largest of the init layers, padded).
+    /// The initial state of the conductor or the flat decoder, `tanh(linear(z))`, padded.
     init: Vec<f32>,
+    /// Layer 0's gate bias of the conductor or the flat decoder.
+    bias0: Vec<f32>,
+    /// Where each bar of the hierarchical decoder starts (empty for the flat one).
+    bars: Vec<BarStart>,
+}
+
+/// The bar decoder's initial state and layer-0 gate bias for one bar.
+struct BarStart {
+    init: Vec<f32>,
+    bias0: Vec<f32>,
 }
 
 impl Work {
     fn new(fast: &FastDecoder) -> Work {
-        let (conductor, notes, init) = match &fast.kind {
+        let (conductor, notes, init, bias0, bars) = match &fast.kind {
             Kind::Hierarchical {
                 conductor_init,
                 conductor,
                 bar_init,
                 bar,
-            } => (
-                Some(StackState::new(conductor)),
-                StackState::new(bar),
-                conductor_init.w.padded.max(bar_init.w.padded),
+            } => {
+                let bars = (0..BARS)
+                    .map(|_| BarStart {
+                        init: vec![0.0; bar_init.w.padded],
+                        bias0: vec![0.0; bar.layers[0].w.padded],
+                    })
+                    .collect();
+                (
+                    Some(StackState::new(conductor)),
+                    StackState::new(bar),
+                    conductor_init.w.padded,
+                    conductor.layers[0].w.padded,
+                    bars,
+                )
+            }
+            Kind::Flat { init, lstm } => (
+                None,
+                StackState::new(lstm),
+                init.w.padded,
+                lstm.layers[0].w.padded,
+                Vec::new(),
             ),
-            Kind::Flat { init, lstm } => (None, StackState::new(lstm), init.w.padded),
         };
         Work {
             conductor,
@@ -1461,6 +1105,8 @@ impl Work {
                 sparse: Vec::with_capacity(FEATURES),
             },
             init: vec![0.0; init],
+            bias0: vec![0.0; bias0],
+            bars,
         }
     }
 }

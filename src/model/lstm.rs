@@ -1,5 +1,7 @@
-//! Our LSTM layer and its stacked wrapper: the ONE place in DrumVAE where recurrent math lives.
-//! Runs wherever the model runs: on the plugin's worker thread (decoding) and in the training CLI.
+//! Our LSTM layer and its stacked wrapper: the one place in DrumVAE where recurrent math lives for
+//! training and for the Candle reference decode. Runs wherever the model runs: in the training CLI,
+//! and for decoding on GPUs and in tests. CPU decoding goes through `fast_decoder.rs`, which
+//! copies these weights out and is tested against this code.
 //!
 //! The encoder and both decoders only call [`StackedLstm`] (`prepare` → `condition` → `step` /
 //! `seq` / `last`), so a later "fast recurrent layers" issue can replace the internals of this file
