@@ -5,8 +5,10 @@
 //! Candle reference against the plain-Rust fast decoder, side by side, with the fast decoder's
 //! weight-streaming rate. Reports the median of repeated runs.
 //!
-//! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode` or
-//! `-- train` for one part). Threads: set `RAYON_NUM_THREADS` (gemm) and `CANDLE_NUM_THREADS`
+//! Also: the fused layer's per-step recurrent products, general gemm against weights packed once.
+//!
+//! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode`,
+//! `-- train` or `-- recurrent` for one part). Threads: set `RAYON_NUM_THREADS` (gemm) and `CANDLE_NUM_THREADS`
 //! (elementwise) before running; the defaults below follow candle-notes.md.
 
 use std::hint::black_box;
@@ -19,6 +21,7 @@ use drumvae::groove::{BARS, FEATURES, STEPS};
 use drumvae::latent::seeded_z;
 use drumvae::model::decoder::DecodeOptions;
 use drumvae::model::fast_decoder::{FastDecoder, Kernel};
+use drumvae::model::fused_lstm::{self, PackedRhs};
 use drumvae::model::lstm::{LstmKernel, with_kernel};
 use drumvae::model::{
     Config, Vae, init::seeded_var_builder, load_bytes, patterns_to_tensor, to_bytes,
@@ -100,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     let only = |part: &str| {
         !args
             .iter()
-            .any(|a| a == "train" || a == "decode" || a == "fused")
+            .any(|a| a == "train" || a == "decode" || a == "fused" || a == "recurrent")
             || args
                 .iter()
                 .any(|a| a == part || (part == "train" && a == "fused"))
@@ -175,6 +178,71 @@ fn main() -> anyhow::Result<()> {
 
     if only("decode") {
         decode(quick)?;
+    }
+    if only("recurrent") {
+        recurrent(quick)?;
+    }
+    Ok(())
+}
+
+/// The per-step recurrent products of the fused LSTM layer, general gemm (as Candle calls it,
+/// both operands packed on every call) against the weights packed once ([`PackedRhs`]), side by
+/// side: `h [B, H] · W_hhᵀ` (forward) and `dA [B, 4H] · W_hh` (backward) for the encoder
+/// (H = 512 for groovae, 256 for small) and the decoders (H = 256), batch 64 and 256.
+fn recurrent(quick: bool) -> anyhow::Result<()> {
+    let repeats = if quick { 20 } else { 100 };
+    println!(
+        "\n| product | m x n x k | gemm (µs) | packed (µs) | speed-up | gemm GFLOP/s | packed GFLOP/s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for hidden in [512usize, 256] {
+        for batch in [64usize, 256] {
+            for (what, n, k) in [
+                ("h · W_hhᵀ", 4 * hidden, hidden),
+                ("dA · W_hh", hidden, 4 * hidden),
+            ] {
+                let w: Vec<f32> = (0..4 * hidden * hidden)
+                    .map(|i| ((i % 97) as f32 - 48.0) * 1e-3)
+                    .collect();
+                let lhs: Vec<f32> = (0..batch * k)
+                    .map(|i| ((i % 89) as f32 - 44.0) * 1e-2)
+                    .collect();
+                let mut dst = vec![0f32; batch * n];
+                // The weights as each product reads them: W_hh [4H, H] row-major.
+                let (rs, cs) = if n == 4 * hidden {
+                    (1, hidden)
+                } else {
+                    (hidden, 1)
+                };
+                let gemm_us = time_ms(repeats, |_| {
+                    fused_lstm::matmul(
+                        &mut dst,
+                        n,
+                        true,
+                        (batch, n, k),
+                        &lhs,
+                        (k, 1),
+                        &w,
+                        (rs, cs),
+                    );
+                    black_box(&dst);
+                    Ok(())
+                })? * 1e3;
+                let packed = PackedRhs::new(&w, (k, n), (rs, cs));
+                let packed_us = time_ms(repeats, |_| {
+                    packed.matmul(&mut dst, n, true, batch, &lhs, k);
+                    black_box(&dst);
+                    Ok(())
+                })? * 1e3;
+                let flops = 2.0 * (batch * n * k) as f64;
+                println!(
+                    "| {what} (H {hidden}) | {batch} x {n} x {k} | {gemm_us:.0} | {packed_us:.0} | {:.2}x | {:.0} | {:.0} |",
+                    gemm_us / packed_us,
+                    flops / gemm_us / 1e3,
+                    flops / packed_us / 1e3,
+                );
+            }
+        }
     }
     Ok(())
 }

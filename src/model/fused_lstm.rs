@@ -15,6 +15,9 @@
 //! CPU and f32 only (the `cuda` build falls back to the reference per-step path in `lstm.rs`).
 
 mod gates;
+mod packed_matmul;
+
+pub use packed_matmul::PackedRhs;
 
 use std::sync::Mutex;
 
@@ -136,9 +139,14 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 }
 
 /// `dst [m, n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, with
-/// each operand given by its row and column strides.
+/// each operand given by its row and column strides: the general gemm (as Candle calls it), used
+/// for the one large weight-gradient product per layer. Public for the benchmark that compares
+/// it with [`PackedRhs`] on the per-step shapes.
+///
+/// # Panics
+/// If a slice is too short for its shape and strides.
 #[allow(clippy::too_many_arguments)]
-fn matmul(
+pub fn matmul(
     dst: &mut [f32],
     dst_rs: usize,
     accumulate: bool,
@@ -208,13 +216,8 @@ impl CustomOp3 for LstmLayerOp {
         let packed = f32_slice(s3, l3)?;
         let bh = b * h;
         let (s0, bias) = packed.split_at(2 * bh);
-        // W_hhᵀ laid out row-major once, so every step's matmul streams its rows contiguously.
-        let mut w_t = vec![0f32; h * g4];
-        for (gate, row) in w.chunks(h).enumerate() {
-            for (k, v) in row.iter().enumerate() {
-                w_t[k * g4 + gate] = *v;
-            }
-        }
+        // W_hhᵀ [H, 4H] packed once for all steps (element (k, gate) is w[gate * H + k]).
+        let w_t = PackedRhs::new(w, (h, g4), (1, h));
         let mut acts = gx.to_vec();
         for step in acts.chunks_mut(b * g4) {
             for (r, row) in step.chunks_mut(g4).enumerate() {
@@ -244,7 +247,7 @@ impl CustomOp3 for LstmLayerOp {
             };
             let a = &mut acts[t * b * g4..(t + 1) * b * g4];
             // a += h_prev [B, H] · W_hhᵀ [H, 4H]
-            matmul(a, g4, true, (b, g4, h), h_prev, (h, 1), &w_t, (g4, 1));
+            w_t.matmul(a, g4, true, b, h_prev, h);
             let c_out = &mut c_rest[..bh];
             let h_out = &mut h_rest[..bh];
             let row = |(r, (a, (c_out, h_out))): ForwardRow<'_>| {
@@ -296,6 +299,8 @@ impl CustomOp3 for LstmLayerOp {
         let mut d_acts = vec![0f32; t_len * b * g4];
         // Gradients flowing into step t from step t + 1 (and, at the end, into the initial state).
         let mut dh_next = vec![0f32; bh];
+        // W_hh [4H, H] packed once for all steps' `dA · W_hh`.
+        let w_packed = PackedRhs::new(w, (g4, h), (h, 1));
         let mut dc_next = vec![0f32; bh];
         for t in (0..t_len).rev() {
             let act = &acts[t * b * g4..(t + 1) * b * g4];
@@ -334,7 +339,7 @@ impl CustomOp3 for LstmLayerOp {
                     .for_each(row);
             }
             // dh_prev [B, H] = dA_t [B, 4H] · W_hh [4H, H]
-            matmul(&mut dh_next, h, false, (b, h, g4), da, (g4, 1), w, (h, 1));
+            w_packed.matmul(&mut dh_next, h, false, b, da, g4);
         }
 
         // dW_hh [4H, H] = Σ_t dA_tᵀ · h_{t-1}: all steps in one matmul over [T·B] rows.
