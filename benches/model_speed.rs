@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use drumvae::dataset::{self, Dataset, Filter, Source, Split};
+use drumvae::dataset::{self, Split};
 use drumvae::groove::{BARS, FEATURES, STEPS};
 use drumvae::latent::seeded_z;
 use drumvae::model::decoder::DecodeOptions;
@@ -118,17 +118,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     if only("train") {
-        let data = Dataset::load(
-            &Source::Gmd {
-                root: dataset::default_gmd_root(),
-            },
-            &Filter {
-                splits: vec![Split::Validation],
-                beat_type: None,
-            },
-            |_, _| {},
-        )?;
-        let patterns: Vec<_> = data.windows.iter().map(|w| w.pattern).collect();
+        let patterns = dataset::gmd_split_patterns(Split::Validation)?;
         println!(
             "| preset | batch | reference ex/s | fused ex/s | fused / reference | PyTorch ex/s (issue 4) | fused / PyTorch | fused GFLOP/s |"
         );

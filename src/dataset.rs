@@ -632,6 +632,23 @@ fn decode_cache(bytes: &[u8], key: &str) -> Result<Option<Dataset>, String> {
     }))
 }
 
+/// The windows of one official split of the Groove MIDI Dataset at [`default_gmd_root`] (beats
+/// and fills), in file order: the real grooves that tests and benchmarks measure on.
+///
+/// # Errors
+/// As [`Dataset::load`]; most often the dataset is not there (set `DRUMVAE_GMD`).
+pub fn gmd_split_patterns(split: Split) -> Result<Vec<Pattern>, DatasetError> {
+    let source = Source::Gmd {
+        root: default_gmd_root(),
+    };
+    let filter = Filter {
+        splits: vec![split],
+        beat_type: None,
+    };
+    let data = Dataset::load(&source, &filter, |_, _| {})?;
+    Ok(data.windows.iter().map(|w| w.pattern).collect())
+}
+
 /// The GMD folder used by tests and defaults: `$DRUMVAE_GMD`, else `../shared/data/groove` from the
 /// crate root.
 pub fn default_gmd_root() -> PathBuf {

@@ -16,6 +16,7 @@ pub mod file;
 pub mod fused_lstm;
 pub mod init;
 pub mod lstm;
+pub mod lstm_cell;
 
 use std::sync::{Arc, Mutex};
 

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use drumvae::dataset::{self, Dataset, Filter, Source, Split};
+use drumvae::dataset::{self, Split};
 use drumvae::model::lstm::{LstmKernel, LstmState, StackedLstm, with_kernel};
 use drumvae::model::{Config, Vae, patterns_to_tensor, seeded_var_builder};
 use drumvae::training::{Adam, AdamConfig, rng};
@@ -209,19 +209,9 @@ fn small_model() -> Config {
 }
 
 fn gmd_batch(n: usize) -> Tensor {
-    let data = Dataset::load(
-        &Source::Gmd {
-            root: dataset::default_gmd_root(),
-        },
-        &Filter {
-            splits: vec![Split::Validation],
-            beat_type: None,
-        },
-        |_, _| {},
-    )
-    .expect("the Groove MIDI Dataset (set DRUMVAE_GMD)");
-    let patterns: Vec<_> = data.windows.iter().take(n).map(|w| w.pattern).collect();
-    patterns_to_tensor(&patterns, &CPU).unwrap()
+    let patterns = dataset::gmd_split_patterns(Split::Validation)
+        .expect("the Groove MIDI Dataset (set DRUMVAE_GMD)");
+    patterns_to_tensor(&patterns[..n], &CPU).unwrap()
 }
 
 /// Loss and every parameter gradient of the whole VAE on real GMD windows.

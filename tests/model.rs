@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
-use drumvae::dataset::{self, Dataset, Filter, Source, Split};
+use drumvae::dataset::{self, Split};
 use drumvae::groove::{FEATURES, STEPS, VOICES};
 use drumvae::latent::seeded_z;
 use drumvae::model::file::{CONFIG_KEY, FORMAT_KEY};
@@ -449,20 +449,8 @@ fn missing_or_bad_metadata_is_explained() {
 #[test]
 fn learns_eight_gmd_windows_to_99_percent_hit_accuracy() {
     let start = Instant::now();
-    let source = Source::Gmd {
-        root: dataset::default_gmd_root(),
-    };
-    let filter = Filter {
-        splits: vec![Split::Validation],
-        beat_type: None,
-    };
-    let data = Dataset::load(&source, &filter, |_, _| {}).expect("the GMD is readable");
-    let windows: Vec<&Pattern> = data
-        .windows
-        .iter()
-        .map(|w| &w.pattern)
-        .filter(|p| p.hit_count() > 0)
-        .collect();
+    let all = dataset::gmd_split_patterns(Split::Validation).expect("the GMD is readable");
+    let windows: Vec<&Pattern> = all.iter().filter(|p| p.hit_count() > 0).collect();
     let stride = windows.len() / 8;
     let patterns: Vec<Pattern> = (0..8).map(|i| *windows[i * stride]).collect();
     let loaded = start.elapsed();

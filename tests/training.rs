@@ -7,28 +7,17 @@ use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
 use drumvae::Pattern;
-use drumvae::dataset::{self, Dataset, Filter, Source, Split};
+use drumvae::dataset::{self, Split};
 use drumvae::model::{Config, DecoderKind};
 use drumvae::training::trainer::{self, Finish, TrainSettings};
 use drumvae::training::{AdamConfig, BetaSchedule, Checkpoint, LrSchedule, MetricsRow};
 
 fn windows() -> Vec<Pattern> {
-    let data = Dataset::load(
-        &Source::Gmd {
-            root: dataset::default_gmd_root(),
-        },
-        &Filter {
-            splits: vec![Split::Validation],
-            beat_type: None,
-        },
-        |_, _| {},
-    )
-    .unwrap();
-    data.windows
-        .iter()
+    dataset::gmd_split_patterns(Split::Validation)
+        .unwrap()
+        .into_iter()
         .step_by(40)
         .take(30)
-        .map(|w| w.pattern)
         .collect()
 }
 

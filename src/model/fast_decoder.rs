@@ -43,6 +43,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::decoder::{DecodeOptions, Decoder, HitSampling, SampleTrace};
 use super::lstm::StackedLstm;
+use super::lstm_cell;
 use crate::groove::{BARS, FEATURES, STEPS, STEPS_PER_BAR, VOICES};
 
 /// Output rows per tile: 64 f32 accumulators are 8 AVX registers, leaving the other 8 for the
@@ -193,37 +194,24 @@ impl Kernel {
         }
     }
 
-    /// The LSTM cell on gate pre-activations `gates` (i, f, g, o, `hidden` each): updates `c` and
-    /// writes the new `h`.
-    fn lstm_cell(self, gates: &[f32], c: &mut [f32], h: &mut [f32]) {
+    /// The LSTM cell on gate pre-activations `gates` (i, f, g, o, `hidden` each; overwritten with
+    /// the activations): `c_prev` is the old cell state, `c` receives the new one and `h` the new
+    /// output. The math is `lstm_cell.rs`'s, shared with the fused training layer.
+    fn lstm_cell(self, gates: &mut [f32], c_prev: &[f32], c: &mut [f32], h: &mut [f32]) {
         let hidden = c.len();
-        assert!(gates.len() >= 4 * hidden && h.len() == hidden);
-        match self {
-            Kernel::Portable => portable::lstm_cell(gates, c, h, 0),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => {
-                // SAFETY: as in `tile`, the CPU was checked to have AVX2 and FMA.
-                let done = unsafe { avx2::lstm_cell(gates, c, h) };
-                portable::lstm_cell(gates, c, h, done);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma => unreachable!("AVX2 is never available off x86-64"),
-        }
+        assert!(gates.len() >= 4 * hidden && h.len() == hidden && c_prev.len() == hidden);
+        lstm_cell::forward_with(
+            self == Kernel::Avx2Fma,
+            &mut gates[..4 * hidden],
+            c_prev,
+            c,
+            h,
+        );
     }
 
     /// `v = tanh(v)`.
     fn tanh(self, v: &mut [f32]) {
-        match self {
-            Kernel::Portable => portable::tanh(v, 0),
-            #[cfg(target_arch = "x86_64")]
-            Kernel::Avx2Fma => {
-                // SAFETY: as in `tile`, the CPU was checked to have AVX2 and FMA.
-                let done = unsafe { avx2::tanh_slice(v) };
-                portable::tanh(v, done);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            Kernel::Avx2Fma => unreachable!("AVX2 is never available off x86-64"),
-        }
+        lstm_cell::tanh_in_place(self == Kernel::Avx2Fma, v);
     }
 
     /// `y[..padded] = bias[..padded] + W x`, where `x` is zero except for the `sparse` entries and
@@ -255,14 +243,9 @@ impl Kernel {
     }
 }
 
-/// `1 / (1 + e^-x)`, written as Candle's sigmoid is.
-fn sigmoid(x: f32) -> f32 {
-    ((-x).exp() + 1.0).recip()
-}
-
 /// The kernels in plain Rust: the fallback for every CPU, and the tails the AVX2 kernels leave.
 mod portable {
-    use super::{TILE, sigmoid};
+    use super::TILE;
 
     /// One tile: `out = bias + block x` (see [`super::Kernel::tile`]).
     pub(super) fn tile(
@@ -324,26 +307,6 @@ mod portable {
             for (o, &wk) in out.iter_mut().zip(column) {
                 *o += v * wk;
             }
-        }
-    }
-
-    /// The cell for units `from..`, as Candle's reference computes it.
-    pub(super) fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32], from: usize) {
-        let n = c.len();
-        for j in from..n {
-            let i = sigmoid(gates[j]);
-            let f = sigmoid(gates[n + j]);
-            let g = gates[2 * n + j].tanh();
-            let o = sigmoid(gates[3 * n + j]);
-            c[j] = f * c[j] + i * g;
-            h[j] = o * c[j].tanh();
-        }
-    }
-
-    /// `tanh` of `v[from..]`.
-    pub(super) fn tanh(v: &mut [f32], from: usize) {
-        for x in &mut v[from..] {
-            *x = x.tanh();
         }
     }
 }
@@ -429,98 +392,6 @@ mod avx2 {
         for (o, a) in out.iter_mut().zip(acc) {
             store(o, a);
         }
-    }
-
-    /// `e^x` for x in about ±87 (clamped), Cephes' `expf`: within 2 ulp.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn exp(x: __m256) -> __m256 {
-        // Clamped so that 2^n stays a normal float: e^-87.33 is about the smallest one.
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.33)),
-            _mm256_set1_ps(88.37),
-        );
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        // r = x - n ln 2, with ln 2 split in two so that n * ln2_hi is exact.
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for coefficient in [1.398_2e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(coefficient));
-        }
-        let p = _mm256_fmadd_ps(
-            p,
-            _mm256_mul_ps(r, r),
-            _mm256_add_ps(r, _mm256_set1_ps(1.0)),
-        );
-        let two_n = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(n),
-            _mm256_set1_epi32(127),
-        ));
-        _mm256_mul_ps(p, _mm256_castsi256_ps(two_n))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn sigmoid(x: __m256) -> __m256 {
-        let one = _mm256_set1_ps(1.0);
-        let e = exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        _mm256_div_ps(one, _mm256_add_ps(e, one))
-    }
-
-    /// Cephes' `tanhf`: an odd polynomial below |x| = 0.625, `1 - 2 / (e^2|x| + 1)` above.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    fn tanh(x: __m256) -> __m256 {
-        let sign = _mm256_set1_ps(-0.0);
-        let ax = _mm256_andnot_ps(sign, x);
-        let one = _mm256_set1_ps(1.0);
-        let e = exp(_mm256_add_ps(ax, ax));
-        let big = _mm256_sub_ps(
-            one,
-            _mm256_div_ps(_mm256_set1_ps(2.0), _mm256_add_ps(e, one)),
-        );
-        let big = _mm256_or_ps(big, _mm256_and_ps(sign, x));
-        let z = _mm256_mul_ps(x, x);
-        let mut p = _mm256_set1_ps(-5.704_988_7e-3);
-        for coefficient in [2.063_909e-2, -5.373_971_6e-2, 0.133_314_42, -0.333_332_8] {
-            p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(coefficient));
-        }
-        let small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), x, x);
-        let is_small = _mm256_cmp_ps::<_CMP_LT_OQ>(ax, _mm256_set1_ps(0.625));
-        _mm256_blendv_ps(big, small, is_small)
-    }
-
-    /// The cell for the first multiple of 8 units; returns how many it did.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn lstm_cell(gates: &[f32], c: &mut [f32], h: &mut [f32]) -> usize {
-        let n = c.len();
-        let at = |j: usize| -> &[f32; 8] { gates[j..j + 8].try_into().expect("8 floats") };
-        let (cs, _) = c.as_chunks_mut::<8>();
-        let (hs, _) = h.as_chunks_mut::<8>();
-        for (q, (c8, h8)) in cs.iter_mut().zip(hs.iter_mut()).enumerate() {
-            let j = 8 * q;
-            let i = sigmoid(load(at(j)));
-            let f = sigmoid(load(at(n + j)));
-            let g = tanh(load(at(2 * n + j)));
-            let o = sigmoid(load(at(3 * n + j)));
-            let c_new = _mm256_add_ps(_mm256_mul_ps(f, load(c8)), _mm256_mul_ps(i, g));
-            store(c8, c_new);
-            store(h8, _mm256_mul_ps(o, tanh(c_new)));
-        }
-        n / 8 * 8
-    }
-
-    /// `tanh` of the first multiple of 8 values; returns how many it did.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn tanh_slice(v: &mut [f32]) -> usize {
-        let (chunks, _) = v.as_chunks_mut::<8>();
-        for c in chunks.iter_mut() {
-            store(c, tanh(load(c)));
-        }
-        v.len() / 8 * 8
     }
 }
 
@@ -666,6 +537,8 @@ struct StackState {
     xh: Vec<Vec<f32>>,
     /// Per layer, the cell state.
     c: Vec<Vec<f32>>,
+    /// The cell state before the step being computed (the cell writes the new one into `c`).
+    c_prev: Vec<f32>,
     /// Gate pre-activations, `4H` padded.
     gates: Vec<f32>,
     /// Layer 0's gate bias for this sequence: `bias + W_cond cond`.
@@ -680,6 +553,7 @@ impl StackState {
                 .map(|k| vec![0.0; if k == 0 { h } else { 2 * h }])
                 .collect(),
             c: vec![vec![0.0; h]; stack.layers.len()],
+            c_prev: vec![0.0; h],
             gates: vec![0.0; stack.layers[0].w.padded],
             bias0: vec![0.0; stack.layers[0].w.padded],
         }
@@ -722,7 +596,13 @@ impl StackState {
             };
             k.matvec(&layer.w, bias, sparse, &self.xh[l], &mut self.gates);
             let len = self.xh[l].len();
-            k.lstm_cell(&self.gates, &mut self.c[l], &mut self.xh[l][len - h..]);
+            self.c_prev.copy_from_slice(&self.c[l]);
+            k.lstm_cell(
+                &mut self.gates,
+                &self.c_prev,
+                &mut self.c[l],
+                &mut self.xh[l][len - h..],
+            );
             if l + 1 < n {
                 let (this, above) = self.xh.split_at_mut(l + 1);
                 above[0][..h].copy_from_slice(&this[l][len - h..]);
@@ -1016,9 +896,9 @@ impl FastDecoder {
         let raw = &mut notes.raw;
         self.output.apply(k, notes.state.top(), raw);
         // The heads as `decoder.rs` applies them: logits as they are, sigmoid velocities,
-        // `0.5 tanh` offsets; scalar std functions, as Candle computes them.
+        // `0.5 tanh` offsets; scalar std functions, as Candle computes them (`1 / (1 + e^-x)`).
         for v in &mut raw[VOICES..2 * VOICES] {
-            *v = sigmoid(*v);
+            *v = ((-*v).exp() + 1.0).recip();
         }
         for v in &mut raw[2 * VOICES..FEATURES] {
             *v = v.tanh() * 0.5;

@@ -14,8 +14,9 @@
 //!
 //! CPU and f32 only (the `cuda` build falls back to the reference per-step path in `lstm.rs`).
 
-mod gates;
 mod packed_matmul;
+
+use super::lstm_cell as gates;
 
 pub use packed_matmul::PackedRhs;
 

@@ -1,13 +1,17 @@
-//! The LSTM cell's elementwise math for one batch row, forward and backward, written so that the
-//! compiler turns each loop into 8-wide AVX2 code.
+//! The LSTM cell's elementwise math, forward and backward, for one batch row: the one place the
+//! CPU fast paths compute gate nonlinearities. The fused training layer (`fused_lstm.rs`) uses the
+//! forward and backward; the fast batch-1 decoder (`fast_decoder.rs`) the forward and
+//! [`tanh_in_place`]. Written so that the compiler turns each loop into 8-wide AVX2 code.
 //!
 //! Why not `f32::exp`/`tanh`: those are libm calls the compiler cannot vectorise, and with them
 //! the gate nonlinearities took about as long as the recurrent matmul itself. `exp` here is the
 //! Cephes single-precision algorithm (range reduction by ln 2, degree-6 polynomial, exponent built
-//! from bits), branch-free and within 2 ulp of libm over the range that matters; the fused layer's
-//! equivalence tests hold it to 1e-5 of the libm-based reference path. The same source is compiled
-//! twice, for AVX2+FMA (picked at run time) and for the baseline target, and both give the same
-//! bits: FMA contraction never happens without fast-math, so `a * b + c` rounds twice in both.
+//! from bits), branch-free and within 2 ulp of libm over the range that matters; `tanh` is
+//! Cephes' `tanhf` (an odd polynomial below |x| = 0.625, so that small values keep their relative
+//! precision, and `1 - 2 / (e^2|x| + 1)` above). The equivalence tests of both users hold them to
+//! 1e-5 of the libm-based Candle reference. The same source is compiled twice, for AVX2+FMA
+//! (picked at run time) and for the baseline target, and both give the same bits: FMA contraction
+//! never happens without fast-math, so `a * b + c` rounds twice in both.
 
 /// `e^x` for f32, vectorisable. Inputs are clamped to ±88 (beyond that the sigmoid and tanh
 /// callers are saturated anyway).
@@ -40,7 +44,16 @@ fn sigmoid(x: f32) -> f32 {
 
 #[inline(always)]
 fn tanh(x: f32) -> f32 {
-    1.0 - 2.0 / (1.0 + exp(2.0 * x))
+    let ax = x.abs();
+    let big = (1.0 - 2.0 / (1.0 + exp(2.0 * ax))).copysign(x);
+    let z = x * x;
+    let mut p = -5.704_988_7e-3;
+    p = p * z + 2.063_909e-2;
+    p = p * z - 5.373_971_6e-2;
+    p = p * z + 0.133_314_42;
+    p = p * z - 0.333_332_8;
+    let small = p * z * x + x;
+    if ax < 0.625 { small } else { big }
 }
 
 /// Forward body: `a [4H]` holds pre-activations on entry and activations (σ(i), σ(f), tanh(g),
@@ -140,7 +153,10 @@ fn backward_avx2(
 fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -150,12 +166,45 @@ fn has_avx2() -> bool {
 
 /// The cell forward for one row; see `forward_body`. `a` is `4H` long, the others `H`.
 pub fn forward(a: &mut [f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
+    forward_with(true, a, c_prev, c_out, h_out)
+}
+
+/// [`forward`], with the AVX2 build only when `vector` is true (and the CPU has it), so that a
+/// caller can run the baseline build on purpose (the fast decoder's portable kernel).
+pub fn forward_with(
+    vector: bool,
+    a: &mut [f32],
+    c_prev: &[f32],
+    c_out: &mut [f32],
+    h_out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if vector && has_avx2() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { forward_avx2(a, c_prev, c_out, h_out) };
     }
     forward_body(a, c_prev, c_out, h_out)
+}
+
+#[inline(always)]
+fn tanh_body(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = tanh(*x));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tanh_avx2(v: &mut [f32]) {
+    tanh_body(v)
+}
+
+/// `v = tanh(v)`, vectorised; `vector` as in [`forward_with`].
+pub fn tanh_in_place(vector: bool, v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if vector && has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+        return unsafe { tanh_avx2(v) };
+    }
+    tanh_body(v)
 }
 
 /// The cell backward for one row; see `backward_body`.
@@ -203,6 +252,21 @@ mod tests {
         assert_eq!(tanh(1e30), 1.0);
         assert_eq!(tanh(-1e30), -1.0);
         assert!((tanh(0.3) - 0.3f32.tanh()).abs() < 1e-7);
+    }
+
+    #[test]
+    fn tanh_keeps_its_relative_precision_near_zero_and_across_the_switch() {
+        let mut worst = 0f32;
+        for k in -4000..=4000 {
+            let x = k as f32 * 1e-3 + 1e-6;
+            let (a, b) = (tanh(x), x.tanh());
+            worst = worst.max(((a - b) / b).abs());
+        }
+        assert!(worst < 1e-6, "worst relative error {worst:e}");
+        let mut v: Vec<f32> = (0..19).map(|k| k as f32 * 0.3 - 2.7).collect();
+        let want: Vec<f32> = v.iter().map(|&x| tanh(x)).collect();
+        tanh_in_place(true, &mut v);
+        assert_eq!(v, want);
     }
 
     #[test]
