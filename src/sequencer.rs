@@ -41,7 +41,10 @@
 //! - Stop: the first stopped block ends every sounding note at sample 0.
 //! - Start, seek, loop jump (the host position differs from where the previous block ended by more
 //!   than [`JUMP_TOLERANCE_BEATS`]): sounding notes end at sample 0 and playing resumes at the new
-//!   position with no catch-up: only hits at or after it are played.
+//!   position with no catch-up: only hits of grid steps at or after it are played. Those steps'
+//!   early hits that fall before the position play at sample 0 (pressing play on a bar line keeps
+//!   that bar's slightly early downbeat); late hits of earlier steps that fall after it play on
+//!   time.
 //! - Smaller differences re-anchor on the host (hits in a skipped sliver play at sample 0, hits
 //!   already played are not repeated).
 //! - Tempo changes between blocks: each block takes its tempo from the transport at its start.
@@ -329,8 +332,13 @@ pub struct Sequencer {
     clock: Clock,
     /// Absolute sample of the next block's first sample (counts every processed sample).
     next_block: i64,
-    /// Hits before this beat are never played (already handled, or before a jump target).
+    /// Hits before this beat are never played (already handled, or before a jump target), except
+    /// the early hits of the restart step in the block that (re)starts the clock.
     floor_beat: f64,
+    /// In the block where play starts or jumps: the first grid step at or after the new position.
+    /// Its early hits (and those of any later step) that fall before the position still play, at
+    /// the block's first sample: a start on a bar line keeps that bar line's early downbeat.
+    restart_step: Option<i64>,
     played: Played,
     notes: SoundingNotes,
 }
@@ -359,6 +367,7 @@ impl Sequencer {
             clock: Clock::new(),
             next_block: 0,
             floor_beat: 0.0,
+            restart_step: None,
             played: Played::new(),
             notes: SoundingNotes::new(),
         }
@@ -440,8 +449,10 @@ impl Sequencer {
                 self.commit_all_pending();
                 self.played.clear();
                 self.floor_beat = beat;
+                self.restart_step = Some(restart_step(beat));
             }
             Sync::Continued => {
+                self.restart_step = None;
                 // Never catch up on more than the jump tolerance, whatever happened before.
                 self.floor_beat = self
                     .floor_beat
@@ -451,7 +462,11 @@ impl Sequencer {
         let play = Play::new(settings, self.clock.samples_per_beat());
         self.schedule_pending(&play, start);
 
-        let first_slice = (self.floor_beat * 4.0).floor() as i64;
+        let mut first_slice = (self.floor_beat * 4.0).floor() as i64;
+        if let Some(k) = self.restart_step {
+            // Offsets reach at most one step early: the restart step's early hits lie in slice k-1.
+            first_slice = first_slice.min(k - 1);
+        }
         let last_slice = (self.clock.beat_at(end) * 4.0).floor() as i64 + 1;
         let mut slice = [Candidate::NONE; SLICE_CAPACITY];
         let mut group = [Candidate::NONE; GROUP_CAPACITY];
@@ -522,7 +537,8 @@ impl Sequencer {
                     continue;
                 }
                 let beat = step_time / STEPS_PER_BEAT as f64;
-                if beat < self.floor_beat || self.played.contains(k, voice) {
+                let restarted = self.restart_step.is_some_and(|r| k >= r);
+                if (beat < self.floor_beat && !restarted) || self.played.contains(k, voice) {
                     continue;
                 }
                 let sample = self.clock.sample_of(beat);
@@ -645,6 +661,12 @@ fn release_all(notes: &mut SoundingNotes, out: &mut impl FnMut(NoteEvent)) {
     }
 }
 
+/// The first 16th grid step at or after `beat`. Host positions carry rounding (CLAP's fixed point
+/// has 31 fractional bits), so a position within 1e-6 step of a grid line counts as on it.
+fn restart_step(beat: f64) -> i64 {
+    (beat * STEPS_PER_BEAT as f64 - 1e-6).ceil() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -690,6 +712,15 @@ mod tests {
             (p.velocity(1.0), p.velocity(0.5), p.note_samples),
             (127, 64, 6000)
         );
+    }
+
+    #[test]
+    fn restart_step_is_the_grid_line_at_or_after_the_position_within_host_rounding() {
+        assert_eq!(restart_step(4.0), 16);
+        assert_eq!(restart_step(4.0 + 2f64.powi(-31)), 16, "CLAP fixed-point rounding");
+        assert_eq!(restart_step(4.0 - 2f64.powi(-31)), 16);
+        assert_eq!(restart_step(4.1), 17);
+        assert_eq!(restart_step(-0.3), -1);
     }
 
     #[test]

@@ -20,8 +20,8 @@
 //!   note hanging.
 //! - **Reactivation.** Notes sounding when processing stops get their note-offs in the first block
 //!   after the plugin is reactivated.
-//! - **Known problem** (an ignored test that fails today): a start or seek onto a bar line drops
-//!   that bar line's early hits.
+//! - **Early downbeats.** A start or seek onto a bar line plays that bar line's early hits, at the
+//!   first sample.
 //!
 //! Real-time safety: debug builds of the plugin arm nice-plug's `assert_process_allocs`, so every
 //! `process()` call runs under an allocation guard that **aborts the whole test process** on any
@@ -55,7 +55,7 @@ use host::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use schedule::{On, hits, sample_at, samples_per_beat, schedule, steps_around};
+use schedule::{Entry, On, hits, plays_from, sample_at, samples_per_beat, schedule, steps_around};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -272,11 +272,16 @@ impl Timeline {
                 None => (f64::INFINITY, until as i64),
             };
             let end_beat = beat_limit.min(seg.beat + (until - seg.sample) as f64 / spb);
+            let entry = if seg.change == Change::Tempo {
+                Entry::Continue
+            } else {
+                Entry::Start
+            };
             for h in hits(pattern, settings, steps_around(seg.beat, end_beat)) {
-                if h.beat < seg.beat || h.beat >= beat_limit {
+                if !plays_from(&h, seg.beat, entry) || h.beat >= beat_limit {
                     continue;
                 }
-                let at = sample_at(h.beat, seg.beat, seg.sample, spb);
+                let at = sample_at(h.beat, seg.beat, seg.sample, spb).max(seg.sample as i64);
                 if at < sample_limit && at < until as i64 {
                     ons.push((at as u64, h.pitch, h.velocity, h.channel));
                 }
@@ -601,7 +606,16 @@ fn check_exact_schedule(rate: f64) {
             let from = timeline.sample;
             let until = from + (beats * spb).ceil() as u64;
             session.play_until(&mut timeline, until, &mut *sizes);
-            let want = schedule(&pattern, &settings, rate, tempo, 0.0, from, until);
+            let want = schedule(
+                &pattern,
+                &settings,
+                rate,
+                tempo,
+                Entry::Start,
+                0.0,
+                from,
+                until,
+            );
             assert!(
                 want.len() >= beats as usize,
                 "{} note-ons in {beats} beats: too few to mean much",
@@ -671,7 +685,7 @@ fn tempo_changes_mid_bar_move_every_later_note_to_where_the_new_tempo_puts_it() 
         let after_first = want.iter().filter(|o| o.0 >= first).count();
         assert!(after_first > 40, "{after_first} notes after the change");
         // The notes really moved: without the changes they would land elsewhere.
-        let steady = schedule(&pattern, &settings, rate, 120.0, 0.0, 0, end);
+        let steady = schedule(&pattern, &settings, rate, 120.0, Entry::Start, 0.0, 0, end);
         assert_eq!(
             got.iter().filter(|o| o.0 < first).collect::<Vec<_>>(),
             steady.iter().filter(|o| o.0 < first).collect::<Vec<_>>()
@@ -902,8 +916,8 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
                 .into_iter()
                 .filter(|h| h.step >= switch_step),
         )
-        .filter(|h| h.beat >= 0.0)
-        .map(|h| (sample_at(h.beat, 0.0, 0, spb), h))
+        .filter(|h| plays_from(h, 0.0, Entry::Start))
+        .map(|h| (sample_at(h.beat, 0.0, 0, spb).max(0), h))
         .filter(|&(at, _)| at < end as i64)
         .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
         .collect();
@@ -913,7 +927,7 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
 
     // 3. The first note that differs from the old pattern's schedule belongs to the bar line's
     //    step or later: at the earliest half a step (an early hit) before the bar line.
-    let unchanged = schedule(&old, &settings, rate, 120.0, 0.0, 0, end);
+    let unchanged = schedule(&old, &settings, rate, 120.0, Entry::Start, 0.0, 0, end);
     let first_difference = got
         .iter()
         .zip(&unchanged)
@@ -1427,13 +1441,11 @@ fn notes_sounding_when_processing_stops_get_their_note_offs_after_reactivation()
 }
 
 /// Every hit of the embedded model's default groove is slightly early (the downbeat kick by about
-/// a ninth of a step: 14 ms at 120 BPM), so it sounds just before its grid line. A start or seek
-/// exactly onto a bar line plays "only hits at or after the new position" (`src/sequencer.rs`),
-/// which drops that bar line's own early hits: pressing play at bar 1 (or after a seek to any bar
-/// line) loses the first kick. (In a host loop the last early kick before the wrap comes from the
-/// bar after the loop end and stands in for the downbeat, so later passes are less affected.)
+/// a ninth of a step: 14 ms at 120 BPM), so it sounds just before its grid line. Pressing play on
+/// bar 1, or seeking to a bar line, must still play that bar's kick: at the first sample, since its
+/// time has just passed (the sequencer plays the early hits of the grid step at or after the new
+/// position). Failed before that rule: the kick was dropped as "before the new position".
 #[test]
-#[ignore = "design issue: a start or seek onto a bar line drops that bar line's early downbeat (see the doc comment)"]
 fn starting_or_seeking_onto_a_bar_line_plays_its_early_downbeat() {
     let rate = 48_000.0;
     let kick = drumvae::Voice::Kick.index();

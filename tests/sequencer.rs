@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 // The independent schedule, shared with tests/plugin_clap.rs.
 #[path = "support/schedule.rs"]
 mod schedule;
-use schedule::{On, samples_per_beat, schedule};
+use schedule::{Entry, On, samples_per_beat, schedule};
 
 // ---------------------------------------------------------------------------------------------
 // A simulated host.
@@ -219,22 +219,32 @@ fn random_sizes(seed: u64) -> impl FnMut() -> u32 {
 // Exact timing.
 
 /// 17 beats: four bars and the start of the second loop, whose early step-0 kick lands at the end
-/// of the first.
+/// of the first (the first loop's own early kick is due before the start: it plays at sample 0).
 fn check_exact_schedule(sample_rate: f64) {
     let pattern = groove(7);
     let settings = Settings::default();
     for tempo in [60.0, 120.0, 187.3] {
         let total = (17.0 * samples_per_beat(tempo, sample_rate)).ceil() as u64;
-        let want = schedule(&pattern, &settings, sample_rate, tempo, 0.0, 0, total);
+        let want = schedule(
+            &pattern,
+            &settings,
+            sample_rate,
+            tempo,
+            Entry::Start,
+            0.0,
+            0,
+            total,
+        );
         let wrapped_kick =
             ((64.0 + f64::from(-0.3f32)) / 4.0 * samples_per_beat(tempo, sample_rate)).round();
         assert!(
             want.contains(&(wrapped_kick as u64, 36, 114, 9)),
             "the second loop's early step-0 kick sounds at the end of the first"
         );
-        assert!(
-            want[0].0 > 0 || want[0].1 != 36,
-            "the first loop's early kick is before 0"
+        assert_eq!(
+            want[0],
+            (0, 36, 114, 9),
+            "the first loop's early step-0 kick, due before the start, sounds at sample 0"
         );
         let sizes: [(&str, BlockSizes); 6] = [
             ("1", Box::new(fixed(1))),
@@ -337,8 +347,17 @@ fn tempo_change_between_blocks_puts_later_notes_where_the_new_tempo_says() {
         host.block(&at(t2, beat, rate), 480, &settings);
     }
 
-    let before = schedule(&pattern, &settings, rate, t1, 0.0, 0, change);
-    let after = schedule(&pattern, &settings, rate, t2, change_beat, change, total);
+    let before = schedule(&pattern, &settings, rate, t1, Entry::Start, 0.0, 0, change);
+    let after = schedule(
+        &pattern,
+        &settings,
+        rate,
+        t2,
+        Entry::Continue,
+        change_beat,
+        change,
+        total,
+    );
     assert!(
         after.len() > 20,
         "enough notes after the change to mean something"
@@ -346,7 +365,16 @@ fn tempo_change_between_blocks_puts_later_notes_where_the_new_tempo_says() {
     assert_eq!(host.ons_between(0, change), before);
     assert_eq!(host.ons_between(change, total), after);
     // And they really moved: at the old tempo the same hits would land elsewhere.
-    let old_tempo = schedule(&pattern, &settings, rate, t1, change_beat, change, total);
+    let old_tempo = schedule(
+        &pattern,
+        &settings,
+        rate,
+        t1,
+        Entry::Continue,
+        change_beat,
+        change,
+        total,
+    );
     assert_ne!(after[..10], old_tempo[..10]);
 }
 
@@ -424,6 +452,7 @@ fn loop_jump_and_seek_end_every_note_and_play_no_burst_of_missed_hits() {
             &settings,
             rate,
             tempo,
+            Entry::Start,
             target,
             jump_at,
             host.sample,
@@ -503,7 +532,16 @@ fn free_running_clock_without_host_position_advances_with_samples() {
     let mut host = Host::new(pattern);
     let total = (20.0 * samples_per_beat(100.0, rate)) as u64;
     host.play_until(total, 100.0, rate, false, &settings, &mut random_sizes(2));
-    let want = schedule(&pattern, &settings, rate, 100.0, 0.0, 0, total);
+    let want = schedule(
+        &pattern,
+        &settings,
+        rate,
+        100.0,
+        Entry::Start,
+        0.0,
+        0,
+        total,
+    );
     assert_eq!(host.ons(), want);
 
     // Stop, then start again without a position or a tempo: beat 0 at 120 BPM from there.
@@ -519,7 +557,16 @@ fn free_running_clock_without_host_position_advances_with_samples() {
         };
         host.block(&t, 700, &settings);
     }
-    let want = schedule(&pattern, &settings, rate, 120.0, 0.0, restart, host.sample);
+    let want = schedule(
+        &pattern,
+        &settings,
+        rate,
+        120.0,
+        Entry::Start,
+        0.0,
+        restart,
+        host.sample,
+    );
     assert_eq!(host.ons_between(restart, host.sample), want);
 }
 
@@ -719,7 +766,16 @@ fn mutes_pitch_map_channel_and_velocity_scale_apply() {
     let ons = host.ons();
     assert_eq!(
         ons,
-        schedule(&pattern, &settings, rate, 120.0, 0.0, 0, total)
+        schedule(
+            &pattern,
+            &settings,
+            rate,
+            120.0,
+            Entry::Start,
+            0.0,
+            0,
+            total
+        )
     );
     assert!(ons.iter().all(|o| o.3 == 3), "channel");
     assert!(!ons.iter().any(|o| o.1 == 38), "snare muted");
@@ -753,7 +809,16 @@ fn timing_zero_removes_offsets_and_two_hundred_percent_doubles_them() {
         let ons = host.ons();
         assert_eq!(
             ons,
-            schedule(&pattern, &settings, rate, 100.0, 0.0, 0, total)
+            schedule(
+                &pattern,
+                &settings,
+                rate,
+                100.0,
+                Entry::Start,
+                0.0,
+                0,
+                total
+            )
         );
         if timing == 0.0 {
             for o in &ons {

@@ -8,6 +8,8 @@
 //!   `swing_shift(k) = swing / 3` for odd `k`, else 0;
 //! - a beat `b` sounds at sample `anchor_sample + round((b - anchor_beat) * 60 / tempo * rate)`
 //!   (`f64::round`: half away from zero);
+//! - a start or jump to beat `b` plays the hits of grid steps at or after `b` (their early hits
+//!   that fall before `b` at the start's first sample) and later-sounding hits of earlier steps;
 //! - the MIDI velocity is `round(cell velocity * velocity_scale * 127)`, clamped to 127; muted
 //!   voices and hits whose velocity rounds to 0 do not play.
 #![allow(dead_code)]
@@ -86,14 +88,33 @@ pub fn sample_at(beat: f64, anchor_beat: f64, anchor_sample: u64, spb: f64) -> i
     anchor_sample as i64 + ((beat - anchor_beat) * spb).round() as i64
 }
 
+/// How a stretch of the timeline begins, for [`schedule`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Entry {
+    /// Play starts (or the position jumps) at the stretch's first beat: hits of grid steps at or
+    /// after it play, and those steps' early hits that fall before it sound at its first sample.
+    Start,
+    /// The clock carries on into the stretch (a tempo change): hits at or after its first beat.
+    Continue,
+}
+
+/// Whether a hit plays in a stretch that begins at `from_beat` the way `entry` says.
+pub fn plays_from(h: &Hit, from_beat: f64, entry: Entry) -> bool {
+    // The first grid step at or after the position; CLAP positions carry fixed-point rounding.
+    let restart_step = (from_beat * 4.0 - 1e-6).ceil() as i64;
+    h.beat >= from_beat || (entry == Entry::Start && h.step >= restart_step)
+}
+
 /// Every note-on the pattern makes, for a clock that is at `from_beat` on absolute sample
-/// `from_sample` and runs at `tempo`: hits at or after `from_beat` and before `until_sample`,
-/// sorted.
+/// `from_sample` and runs at `tempo`, entered as `entry` says: the hits [`plays_from`] admits,
+/// before `until_sample`, sorted (early hits before the start sound at `from_sample`).
+#[allow(clippy::too_many_arguments)]
 pub fn schedule(
     pattern: &Pattern,
     settings: &Settings,
     sample_rate: f64,
     tempo: f64,
+    entry: Entry,
     from_beat: f64,
     from_sample: u64,
     until_sample: u64,
@@ -102,8 +123,11 @@ pub fn schedule(
     let until_beat = from_beat + (until_sample - from_sample) as f64 / spb;
     let mut ons: Vec<On> = hits(pattern, settings, steps_around(from_beat, until_beat))
         .into_iter()
-        .filter(|h| h.beat >= from_beat)
-        .map(|h| (sample_at(h.beat, from_beat, from_sample, spb), h))
+        .filter(|h| plays_from(h, from_beat, entry))
+        .map(|h| {
+            let at = sample_at(h.beat, from_beat, from_sample, spb).max(from_sample as i64);
+            (at, h)
+        })
         .filter(|&(at, _)| at < until_sample as i64)
         .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
         .collect();
