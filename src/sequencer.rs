@@ -717,7 +717,11 @@ mod tests {
     #[test]
     fn restart_step_is_the_grid_line_at_or_after_the_position_within_host_rounding() {
         assert_eq!(restart_step(4.0), 16);
-        assert_eq!(restart_step(4.0 + 2f64.powi(-31)), 16, "CLAP fixed-point rounding");
+        assert_eq!(
+            restart_step(4.0 + 2f64.powi(-31)),
+            16,
+            "CLAP fixed-point rounding"
+        );
         assert_eq!(restart_step(4.0 - 2f64.powi(-31)), 16);
         assert_eq!(restart_step(4.1), 17);
         assert_eq!(restart_step(-0.3), -1);

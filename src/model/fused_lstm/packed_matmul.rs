@@ -20,6 +20,11 @@ pub const NR: usize = 16;
 /// Rows per microkernel call: 6 x 2 accumulators + 2 panel registers + 1 broadcast = 15 of the
 /// 16 AVX registers.
 const MR: usize = 6;
+/// Depth (k) per pass over the panels; see `panels_into`.
+const KC: usize = 256;
+/// Rows per pass over the panels (a multiple of MR): with KC, the rows' block (96 KiB) stays in
+/// L2 next to the panels streaming through it.
+const MC: usize = 96;
 /// Below this many multiply-adds per call, one thread does the whole product: waking the pool
 /// costs more than it saves.
 const PARALLEL_MACS: usize = 1 << 20;
@@ -125,38 +130,51 @@ impl PackedRhs {
     ) {
         let k = self.k;
         let avx = has_avx2_fma();
-        for p in panels {
-            let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
-            let col0 = p * NR;
-            let width = NR.min(self.n - col0);
-            let mut row = 0;
-            while row < m {
-                let rows = MR.min(m - row);
-                let mut tile = [[0f32; NR]; MR];
-                let a = &lhs[row * lhs_rs..];
-                if avx {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AVX2 and FMA were detected at run time; `a` holds `rows` rows of
-                    // `k` at stride `lhs_rs` (asserted by the caller).
-                    unsafe {
-                        avx2::tile(&mut tile, rows, a, lhs_rs, panel, k)
-                    };
-                } else {
-                    portable_tile(&mut tile, rows, a, lhs_rs, panel, k);
-                }
-                for (i, t) in tile.iter().enumerate().take(rows) {
-                    // SAFETY: row `row + i < m` and columns `col0..col0 + width <= n` are in
-                    // bounds (caller's contract), and this thread owns these columns.
-                    let d = unsafe {
-                        std::slice::from_raw_parts_mut(dst.0.add((row + i) * dst_rs + col0), width)
-                    };
-                    if accumulate {
-                        d.iter_mut().zip(t).for_each(|(d, t)| *d += t);
+        // Depth blocks of KC and row blocks of MC: a panel's block (KC x 16 floats, 16 KiB) stays
+        // in L1 while the row blocks stream against it, and the rows' block (MC x KC) in L2.
+        for (k0, m0) in (0..k)
+            .step_by(KC)
+            .flat_map(|k0| (0..m).step_by(MC).map(move |m0| (k0, m0)))
+        {
+            let kc = KC.min(k - k0);
+            let m_end = m.min(m0 + MC);
+            let add = accumulate || k0 > 0;
+            for p in panels.clone() {
+                let panel = &self.panels[(p * k + k0) * NR..(p * k + k0 + kc) * NR];
+                let col0 = p * NR;
+                let width = NR.min(self.n - col0);
+                let mut row = m0;
+                while row < m_end {
+                    let rows = MR.min(m_end - row);
+                    let mut tile = [[0f32; NR]; MR];
+                    let a = &lhs[row * lhs_rs + k0..];
+                    if avx {
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: AVX2 and FMA were detected at run time; `a` holds `rows` rows
+                        // of `kc` values at stride `lhs_rs` (asserted by the caller).
+                        unsafe {
+                            avx2::tile(&mut tile, rows, a, lhs_rs, panel, kc)
+                        };
                     } else {
-                        d.copy_from_slice(&t[..width]);
+                        portable_tile(&mut tile, rows, a, lhs_rs, panel, kc);
                     }
+                    for (i, t) in tile.iter().enumerate().take(rows) {
+                        // SAFETY: row `row + i < m` and columns `col0..col0 + width <= n` are in
+                        // bounds (caller's contract), and this thread owns these columns.
+                        let d = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dst.0.add((row + i) * dst_rs + col0),
+                                width,
+                            )
+                        };
+                        if add {
+                            d.iter_mut().zip(t).for_each(|(d, t)| *d += t);
+                        } else {
+                            d.copy_from_slice(&t[..width]);
+                        }
+                    }
+                    row += rows;
                 }
-                row += rows;
             }
         }
     }
