@@ -7,6 +7,19 @@ use std::str::FromStr;
 
 use candle_core::Device;
 
+/// Whether this CPU runs AVX2 + FMA code: the check every hand-vectorised CPU path (the fused
+/// LSTM layer's matmul and cell math, the fast decoder) makes before calling a function built with
+/// `#[target_feature(enable = "avx2,fma")]`. Detected once per process.
+pub fn cpu_has_avx2_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// What the user asked for (`--device cpu|cuda|auto`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceRequest {

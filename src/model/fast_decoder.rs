@@ -42,6 +42,7 @@ use candle_nn::Linear;
 use rand_chacha::ChaCha8Rng;
 
 use super::decoder::{DecodeOptions, Decoder, HitSampling, SampleTrace};
+use super::device::cpu_has_avx2_fma;
 use super::lstm::StackedLstm;
 use super::lstm_cell;
 use crate::groove::{BARS, FEATURES, STEPS, STEPS_PER_BAR, VOICES};
@@ -75,19 +76,9 @@ impl Kernel {
     pub fn is_available(self) -> bool {
         match self {
             Kernel::Portable => true,
-            Kernel::Avx2Fma => avx2_fma_detected(),
+            Kernel::Avx2Fma => cpu_has_avx2_fma(),
         }
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma_detected() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn avx2_fma_detected() -> bool {
-    false
 }
 
 /// A `[rows, cols]` matrix laid out for `y = W x`: rows padded to [`LANES`] and cut into tiles of

@@ -13,6 +13,8 @@
 //! (picked at run time) and for the baseline target, and both give the same bits: FMA contraction
 //! never happens without fast-math, so `a * b + c` rounds twice in both.
 
+use super::device::cpu_has_avx2_fma;
+
 /// `e^x` for f32, vectorisable. Inputs are clamped to ±88 (beyond that the sigmoid and tanh
 /// callers are saturated anyway).
 #[inline(always)]
@@ -150,20 +152,6 @@ fn backward_avx2(
     backward_body(act, c, c_prev, dh_out, dh_rec, dc_out, carry, da)
 }
 
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| {
-            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// The cell forward for one row; see `forward_body`. `a` is `4H` long, the others `H`.
 pub fn forward(a: &mut [f32], c_prev: &[f32], c_out: &mut [f32], h_out: &mut [f32]) {
     forward_with(true, a, c_prev, c_out, h_out)
@@ -179,7 +167,7 @@ pub fn forward_with(
     h_out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if vector && has_avx2() {
+    if vector && cpu_has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { forward_avx2(a, c_prev, c_out, h_out) };
     }
@@ -200,7 +188,7 @@ fn tanh_avx2(v: &mut [f32]) {
 /// `v = tanh(v)`, vectorised; `vector` as in [`forward_with`].
 pub fn tanh_in_place(vector: bool, v: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if vector && has_avx2() {
+    if vector && cpu_has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { tanh_avx2(v) };
     }
@@ -220,7 +208,7 @@ pub fn backward(
     da: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if cpu_has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
         return unsafe { backward_avx2(act, c, c_prev, dh_out, dh_rec, dc_out, carry, da) };
     }

@@ -15,6 +15,8 @@
 
 use rayon::prelude::*;
 
+use crate::model::device::cpu_has_avx2_fma;
+
 /// Columns per panel: two 8-wide AVX registers.
 pub const NR: usize = 16;
 /// Rows per microkernel call: 6 x 2 accumulators + 2 panel registers + 1 broadcast = 15 of the
@@ -60,11 +62,6 @@ impl PackedRhs {
             }
         }
         PackedRhs { k, n, panels }
-    }
-
-    /// `(k, n)`.
-    pub fn dims(&self) -> (usize, usize) {
-        (self.k, self.n)
     }
 
     /// `dst [m, n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs [m, k] · self`, `lhs`
@@ -129,7 +126,7 @@ impl PackedRhs {
         lhs_rs: usize,
     ) {
         let k = self.k;
-        let avx = has_avx2_fma();
+        let avx = cpu_has_avx2_fma();
         // Depth blocks of KC and row blocks of MC: a panel's block (KC x 16 floats, 16 KiB) stays
         // in L1 while the row blocks stream against it, and the rows' block (MC x KC) in L2.
         for (k0, m0) in (0..k)
@@ -184,17 +181,6 @@ impl PackedRhs {
 struct SharedDst(*mut f32);
 // SAFETY: only used to write disjoint column ranges from different threads (see `matmul`).
 unsafe impl Sync for SharedDst {}
-
-/// Whether the AVX2 + FMA microkernel can run (detected once).
-fn has_avx2_fma() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
 
 /// `tile[0..rows] = a [rows, k] · panel [k, NR]`, for CPUs without AVX2 + FMA.
 fn portable_tile(
@@ -361,7 +347,7 @@ mod tests {
         let panel = values(k * NR, 6);
         let mut want = [[0f32; NR]; MR];
         portable_tile(&mut want, rows, &a, k, &panel, k);
-        if has_avx2_fma() {
+        if cpu_has_avx2_fma() {
             let mut got = [[0f32; NR]; MR];
             #[cfg(target_arch = "x86_64")]
             // SAFETY: detected above; shapes as documented.
