@@ -335,10 +335,6 @@ pub struct Sequencer {
     /// Hits before this beat are never played (already handled, or before a jump target), except
     /// the early hits of the restart step in the block that (re)starts the clock.
     floor_beat: f64,
-    /// In the block where play starts or jumps: the first grid step at or after the new position.
-    /// Its early hits (and those of any later step) that fall before the position still play, at
-    /// the block's first sample: a start on a bar line keeps that bar line's early downbeat.
-    restart_step: Option<i64>,
     played: Played,
     notes: SoundingNotes,
 }
@@ -367,7 +363,6 @@ impl Sequencer {
             clock: Clock::new(),
             next_block: 0,
             floor_beat: 0.0,
-            restart_step: None,
             played: Played::new(),
             notes: SoundingNotes::new(),
         }
@@ -438,6 +433,11 @@ impl Sequencer {
         let end = start + i64::from(block_len);
         self.next_block = end;
 
+        // In the block where play starts or jumps: the first grid step at or after the new
+        // position. Its early hits (and those of any later step) that fall before the position
+        // still play, at the block's first sample: a start on a bar line keeps that bar line's
+        // early downbeat.
+        let mut restart = None;
         match self.clock.sync(transport, start) {
             Sync::Stopped => {
                 release_all(&mut self.notes, out);
@@ -449,10 +449,9 @@ impl Sequencer {
                 self.commit_all_pending();
                 self.played.clear();
                 self.floor_beat = beat;
-                self.restart_step = Some(restart_step(beat));
+                restart = Some(restart_step(beat));
             }
             Sync::Continued => {
-                self.restart_step = None;
                 // Never catch up on more than the jump tolerance, whatever happened before.
                 self.floor_beat = self
                     .floor_beat
@@ -463,7 +462,7 @@ impl Sequencer {
         self.schedule_pending(&play, start);
 
         let mut first_slice = (self.floor_beat * 4.0).floor() as i64;
-        if let Some(k) = self.restart_step {
+        if let Some(k) = restart {
             // Offsets reach at most one step early: the restart step's early hits lie in slice k-1.
             first_slice = first_slice.min(k - 1);
         }
@@ -472,7 +471,7 @@ impl Sequencer {
         let mut group = [Candidate::NONE; GROUP_CAPACITY];
         let mut grouped = 0;
         for j in first_slice..=last_slice {
-            let n = self.collect_slice(j, &play, start, end, &mut slice);
+            let n = self.collect_slice(j, &play, start, end, restart, &mut slice);
             let found = &mut slice[..n];
             found.sort_unstable_by(|a, b| {
                 a.step_time
@@ -513,14 +512,16 @@ impl Sequencer {
     }
 
     /// Gathers into `out` the playable hits whose time falls in 16th slice `j` (steps `[j, j+1)`),
-    /// at or after the floor, before the block end, not yet played; marks them played (muted ones
-    /// too). Returns how many were written.
+    /// at or after the floor (or, in a block that restarts the clock, of a step at or after
+    /// `restart`), before the block end, not yet played; marks them played (muted ones too).
+    /// Returns how many were written.
     fn collect_slice(
         &mut self,
         j: i64,
         play: &Play,
         start: i64,
         end: i64,
+        restart: Option<i64>,
         out: &mut [Candidate; SLICE_CAPACITY],
     ) -> usize {
         let mut n = 0;
@@ -537,7 +538,7 @@ impl Sequencer {
                     continue;
                 }
                 let beat = step_time / STEPS_PER_BEAT as f64;
-                let restarted = self.restart_step.is_some_and(|r| k >= r);
+                let restarted = restart.is_some_and(|r| k >= r);
                 if (beat < self.floor_beat && !restarted) || self.played.contains(k, voice) {
                     continue;
                 }
