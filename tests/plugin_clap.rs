@@ -55,7 +55,7 @@ use host::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use schedule::{Entry, On, hits, plays_from, sample_at, samples_per_beat, schedule, steps_around};
+use schedule::{Entry, On, hits, sample_at, samples_per_beat, schedule, sounds_at, steps_around};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -278,10 +278,12 @@ impl Timeline {
                 Entry::Start
             };
             for h in hits(pattern, settings, steps_around(seg.beat, end_beat)) {
-                if !plays_from(&h, seg.beat, entry) || h.beat >= beat_limit {
+                if h.beat >= beat_limit {
                     continue;
                 }
-                let at = sample_at(h.beat, seg.beat, seg.sample, spb).max(seg.sample as i64);
+                let Some(at) = sounds_at(&h, entry, seg.beat, seg.sample, spb) else {
+                    continue;
+                };
                 if at < sample_limit && at < until as i64 {
                     ons.push((at as u64, h.pitch, h.velocity, h.channel));
                 }
@@ -916,8 +918,7 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
                 .into_iter()
                 .filter(|h| h.step >= switch_step),
         )
-        .filter(|h| plays_from(h, 0.0, Entry::Start))
-        .map(|h| (sample_at(h.beat, 0.0, 0, spb).max(0), h))
+        .filter_map(|h| Some((sounds_at(&h, Entry::Start, 0.0, 0, spb)?, h)))
         .filter(|&(at, _)| at < end as i64)
         .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
         .collect();

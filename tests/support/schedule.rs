@@ -98,15 +98,18 @@ pub enum Entry {
     Continue,
 }
 
-/// Whether a hit plays in a stretch that begins at `from_beat` the way `entry` says.
-pub fn plays_from(h: &Hit, from_beat: f64, entry: Entry) -> bool {
+/// The sample a hit sounds at in a stretch that begins, the way `entry` says, at `from_beat` on
+/// `from_sample` with `spb` samples per beat; `None` if the hit does not play there. Early hits
+/// due before a start sound at its first sample.
+pub fn sounds_at(h: &Hit, entry: Entry, from_beat: f64, from_sample: u64, spb: f64) -> Option<i64> {
     // The first grid step at or after the position; CLAP positions carry fixed-point rounding.
     let restart_step = (from_beat * 4.0 - 1e-6).ceil() as i64;
-    h.beat >= from_beat || (entry == Entry::Start && h.step >= restart_step)
+    let plays = h.beat >= from_beat || (entry == Entry::Start && h.step >= restart_step);
+    plays.then(|| sample_at(h.beat, from_beat, from_sample, spb).max(from_sample as i64))
 }
 
 /// Every note-on the pattern makes, for a clock that is at `from_beat` on absolute sample
-/// `from_sample` and runs at `tempo`, entered as `entry` says: the hits [`plays_from`] admits,
+/// `from_sample` and runs at `tempo`, entered as `entry` says: the hits that [`sounds_at`] places
 /// before `until_sample`, sorted (early hits before the start sound at `from_sample`).
 #[allow(clippy::too_many_arguments)]
 pub fn schedule(
@@ -123,11 +126,7 @@ pub fn schedule(
     let until_beat = from_beat + (until_sample - from_sample) as f64 / spb;
     let mut ons: Vec<On> = hits(pattern, settings, steps_around(from_beat, until_beat))
         .into_iter()
-        .filter(|h| plays_from(h, from_beat, entry))
-        .map(|h| {
-            let at = sample_at(h.beat, from_beat, from_sample, spb).max(from_sample as i64);
-            (at, h)
-        })
+        .filter_map(|h| Some((sounds_at(&h, entry, from_beat, from_sample, spb)?, h)))
         .filter(|&(at, _)| at < until_sample as i64)
         .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
         .collect();
