@@ -46,6 +46,21 @@ pub enum DecoderKind {
     Flat,
 }
 
+/// Which cells the velocity and offset heads are trained on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadLoss {
+    /// Every cell, with target 0 where there is no hit (Magenta's GrooVAE). The heads then learn
+    /// "velocity times the chance of a hit", pulled toward 0 wherever a hit is uncertain: decoded
+    /// hits come out soft. The default for files written before the option existed.
+    #[default]
+    AllCells,
+    /// Only cells whose target has a hit: the heads learn the velocity and timing a hit would
+    /// have. Decoding is consistent with it because the sampler zeroes both where it draws no
+    /// hit, exactly as rests look in the data the bar decoder is fed.
+    HitCells,
+}
+
 /// Every size and loss weight of a model. Saved as JSON in each model file, so a file rebuilds
 /// exactly the network it was trained as.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +90,15 @@ pub struct Config {
     /// penalised, so the encoder can use that much information without the posterior collapsing.
     /// GrooVAE's 48 bits = 48 ln 2 ≈ 33.27 nats.
     pub free_bits: f64,
+    /// Which cells the velocity and offset MSE runs over (absent in older files: all cells).
+    #[serde(default)]
+    pub head_loss: HeadLoss,
+    /// Training only: the chance that a step's teacher-forced input (the previous step) is
+    /// replaced by zeros, as in Bowman et al.'s word dropout. A decoder that cannot always read
+    /// the previous step has to take more of the groove from z, which is what sampling from an
+    /// encoded groove relies on. 0 = off (and in files written before the option existed).
+    #[serde(default)]
+    pub decoder_input_dropout: f64,
 }
 
 /// GrooVAE's free-bits budget: 48 bits in nats.
@@ -103,6 +127,8 @@ impl Config {
             decoder_layers: 2,
             beta: 0.2,
             free_bits: FREE_BITS_48,
+            head_loss: HeadLoss::HitCells,
+            decoder_input_dropout: 0.0,
         }
     }
 
@@ -148,6 +174,12 @@ impl Config {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("{name} must be finite and >= 0, got {v}"));
             }
+        }
+        let p = self.decoder_input_dropout;
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            return Err(format!(
+                "decoder_input_dropout must be in 0..1 (a probability below 1), got {p}"
+            ));
         }
         Ok(())
     }
@@ -211,10 +243,16 @@ pub struct Reconstruction {
     pub offset: Tensor,
 }
 
-/// The loss of one batch. Velocity and offset errors are NOT masked to hit cells: like Magenta's
-/// GrooVAE, the MSE runs over every cell, where rests have target velocity 0 and offset 0, so the
-/// model also learns to predict silence there (which is what the sampler feeds back anyway).
-pub fn losses(x: &Tensor, fwd: &Forward, beta: f64, free_bits: f64) -> Result<Losses> {
+/// The loss of one batch. With [`HeadLoss::AllCells`] the velocity and offset MSE runs over every
+/// cell, like Magenta's GrooVAE, where rests have target 0; with [`HeadLoss::HitCells`] it runs
+/// over the cells whose target has a hit (see [`HeadLoss`] for why).
+pub fn losses(
+    x: &Tensor,
+    fwd: &Forward,
+    beta: f64,
+    free_bits: f64,
+    head_loss: HeadLoss,
+) -> Result<Losses> {
     let x = x.detach();
     let hits = x.narrow(D::Minus1, 0, VOICES)?;
     let velocity = x.narrow(D::Minus1, VOICES, VOICES)?;
@@ -224,8 +262,12 @@ pub fn losses(x: &Tensor, fwd: &Forward, beta: f64, free_bits: f64) -> Result<Lo
     // Stable BCE with logits: relu(l) - l*y + ln(1 + e^-|l|).
     let bce = ((l.relu()? - l.mul(&hits)?)? + log1p_exp_neg_abs(l)?)?;
     let hit_bce = per_example(bce)?;
-    let velocity_mse = per_example(fwd.velocity.sub(&velocity)?.sqr()?)?;
-    let offset_mse = per_example(fwd.offset.sub(&offset)?.sqr()?)?;
+    let masked = |e: Tensor| match head_loss {
+        HeadLoss::AllCells => Ok(e),
+        HeadLoss::HitCells => e.mul(&hits),
+    };
+    let velocity_mse = per_example(masked(fwd.velocity.sub(&velocity)?.sqr()?)?)?;
+    let offset_mse = per_example(masked(fwd.offset.sub(&offset)?.sqr()?)?)?;
     // KL per example = sum over dims of 0.5 (mu^2 + sigma^2 - 1 - 2 ln sigma).
     let kl_each = ((fwd.mu.sqr()? + fwd.sigma.sqr()?)? - (fwd.sigma.log()? * 2.0)?)?
         .affine(0.5, -0.5)?
@@ -355,10 +397,26 @@ impl Vae {
     /// standard-normal `eps [B, latent]` (passed in so the caller owns the randomness), decode with
     /// teacher forcing.
     pub fn forward(&self, x: &Tensor, eps: &Tensor) -> Result<Forward> {
+        self.forward_with_input_mask(x, eps, None)
+    }
+
+    /// [`Vae::forward`] with decoder input dropout: `keep [B, 64, 1]` (1 = keep, 0 = drop) scales
+    /// each step of the decoder's teacher-forced input; the encoder and the loss still see `x`.
+    /// See [`Config::decoder_input_dropout`].
+    pub fn forward_with_input_mask(
+        &self,
+        x: &Tensor,
+        eps: &Tensor,
+        keep: Option<&Tensor>,
+    ) -> Result<Forward> {
         self.check_input(x)?;
         let (mu, sigma) = self.encoder.forward(x)?;
         let z = mu.add(&sigma.mul(eps)?)?;
-        let out = self.decoder.teacher_forced(&z, x)?;
+        let decoder_input = match keep {
+            Some(keep) => x.broadcast_mul(keep)?,
+            None => x.clone(),
+        };
+        let out = self.decoder.teacher_forced(&z, &decoder_input)?;
         Ok(Forward {
             mu,
             sigma,
@@ -372,7 +430,7 @@ impl Vae {
     /// The loss of a forward pass, with the KL weighted by `beta` (pass [`Config::beta`], or an
     /// annealed value) and [`Config::free_bits`]. See [`losses`].
     pub fn loss(&self, x: &Tensor, fwd: &Forward, beta: f64) -> Result<Losses> {
-        losses(x, fwd, beta, self.config.free_bits)
+        losses(x, fwd, beta, self.config.free_bits, self.config.head_loss)
     }
 
     /// A copy whose weights are detached from autograd, so that running it records no graph.
@@ -537,7 +595,7 @@ mod tests {
             velocity: zeros.clone(),
             offset: zeros,
         };
-        let l = losses(&x, &fwd, 0.5, 0.1).unwrap();
+        let l = losses(&x, &fwd, 0.5, 0.1, HeadLoss::AllCells).unwrap();
         // The other 574 cells have logit 0: ln 2 each.
         let bce = 200.0 + 574.0 * std::f32::consts::LN_2;
         assert!(
@@ -552,7 +610,33 @@ mod tests {
         let total = bce + 0.25 + 0.0625 + 0.5 * 0.4;
         assert!((scalar(&l.total) - total).abs() < 1e-2);
         // Within the free-bits budget the KL costs nothing.
-        let l = losses(&x, &fwd, 0.5, 1.0).unwrap();
+        let l = losses(&x, &fwd, 0.5, 1.0, HeadLoss::AllCells).unwrap();
         assert_eq!(scalar(&l.kl_penalty), 0.0);
+    }
+
+    /// With `HitCells` the heads are scored only where the target has a hit: a prediction of 0.3
+    /// everywhere costs (0.5 - 0.3)^2 on the one hit, and nothing on the 575 rests that
+    /// `AllCells` charges 0.3^2 each.
+    #[test]
+    fn hit_cell_head_loss_ignores_rests() {
+        let dev = Device::Cpu;
+        let mut x = vec![0f32; STEPS * FEATURES];
+        x[0] = 1.0;
+        x[VOICES] = 0.5;
+        let x = Tensor::from_vec(x, (1, STEPS, FEATURES), &dev).unwrap();
+        let fwd = Forward {
+            mu: Tensor::zeros((1, 4), DType::F32, &dev).unwrap(),
+            sigma: Tensor::ones((1, 4), DType::F32, &dev).unwrap(),
+            z: Tensor::zeros((1, 4), DType::F32, &dev).unwrap(),
+            hit_logits: Tensor::zeros((1, STEPS, VOICES), DType::F32, &dev).unwrap(),
+            velocity: Tensor::full(0.3f32, (1, STEPS, VOICES), &dev).unwrap(),
+            offset: Tensor::full(0.1f32, (1, STEPS, VOICES), &dev).unwrap(),
+        };
+        let hit = losses(&x, &fwd, 0.2, 0.0, HeadLoss::HitCells).unwrap();
+        assert!((scalar(&hit.velocity_mse) - 0.04).abs() < 1e-5);
+        assert!((scalar(&hit.offset_mse) - 0.01).abs() < 1e-5);
+        let all = losses(&x, &fwd, 0.2, 0.0, HeadLoss::AllCells).unwrap();
+        assert!((scalar(&all.velocity_mse) - (0.04 + 575.0 * 0.09)).abs() < 1e-3);
+        assert!((scalar(&all.offset_mse) - 576.0 * 0.01).abs() < 1e-3);
     }
 }

@@ -33,6 +33,8 @@ fn settings(stop_after_steps: Option<u64>) -> TrainSettings {
             decoder_layers: 2,
             beta: 0.2,
             free_bits: 1.0,
+            head_loss: HeadLoss::HitCells,
+            decoder_input_dropout: 0.1,
         },
         epochs: 3,
         batch_size: 8,

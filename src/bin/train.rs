@@ -14,7 +14,7 @@ use drumvae::dataset::{self, BeatType, Dataset, Filter, Source, Split};
 use drumvae::evaluate::{self, EvalOptions, Evaluation};
 use drumvae::model::device::{DeviceRequest, select_device};
 use drumvae::model::lstm::{LstmKernel, with_kernel};
-use drumvae::model::{self, Config, DecoderKind};
+use drumvae::model::{self, Config, DecoderKind, HeadLoss};
 use drumvae::training::trainer::{self, Event, Finish, TrainSettings};
 use drumvae::training::{AdamConfig, BetaSchedule, LrSchedule, Verdict};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -77,6 +77,15 @@ struct Args {
     /// 48 bits = 33.3 nats as in GrooVAE).
     #[arg(long)]
     free_bits: Option<f64>,
+    /// Which cells train the velocity and offset heads: `hit-cells` (where the target has a hit:
+    /// the velocity a hit would have; the presets' default) or `all-cells` (Magenta's GrooVAE,
+    /// target 0 on rests, which pulls decoded velocities toward 0).
+    #[arg(long)]
+    head_loss: Option<HeadLoss>,
+    /// Chance that a step's teacher-forced decoder input is zeroed during training (word
+    /// dropout): makes the decoder rely on z. Default: the preset's (0).
+    #[arg(long)]
+    decoder_input_dropout: Option<f64>,
     /// Gradient-norm clipping threshold (0 = off).
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
@@ -144,6 +153,12 @@ fn config_from(args: &Args) -> Result<Config> {
     }
     if let Some(f) = args.free_bits {
         config.free_bits = f;
+    }
+    if let Some(h) = args.head_loss {
+        config.head_loss = h;
+    }
+    if let Some(p) = args.decoder_input_dropout {
+        config.decoder_input_dropout = p;
     }
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)

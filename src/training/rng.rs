@@ -22,6 +22,8 @@ pub enum Purpose {
     Validation = 3,
     /// Anything else a run wants (samples drawn for listening); index chosen by the caller.
     Other = 4,
+    /// The decoder input dropout mask of a training step; index = global step.
+    InputDropout = 5,
 }
 
 /// The generator for `purpose` number `index` of the run seeded by `seed`.
@@ -72,6 +74,26 @@ pub fn step_noise(
     standard_normal(&mut derived_rng(seed, Purpose::Noise, step), shape, device)
 }
 
+/// The decoder input dropout mask of training step `step`: `[batch, steps, 1]`, each entry 0 with
+/// probability `p`, else 1, from the step's own generator (so a resumed run draws the same).
+pub fn input_keep_mask(
+    seed: u64,
+    step: u64,
+    batch: usize,
+    steps: usize,
+    p: f64,
+    device: &Device,
+) -> Result<Tensor> {
+    let mut rng = derived_rng(seed, Purpose::InputDropout, step);
+    // Raw ChaCha8 output against a threshold, like `epoch_permutation`: independent of how a
+    // `rand` release implements `random_bool`.
+    let threshold = (p.clamp(0.0, 1.0) * 2f64.powi(64)) as u128;
+    let keep: Vec<f32> = (0..batch * steps)
+        .map(|_| f32::from(u128::from(rng.next_u64()) >= threshold))
+        .collect();
+    Tensor::from_vec(keep, (batch, steps, 1), device)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +116,26 @@ mod tests {
         assert_ne!(first(Purpose::Noise, 0), first(Purpose::Shuffle, 0));
         assert_ne!(first(Purpose::Noise, 0), first(Purpose::Noise, 1));
         assert_eq!(first(Purpose::Noise, 9), first(Purpose::Noise, 9));
+    }
+
+    #[test]
+    fn input_keep_masks_drop_about_p_and_are_reproducible() {
+        let draw = |step| {
+            input_keep_mask(3, step, 64, 64, 0.25, &Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let a = draw(9);
+        assert_eq!(a, draw(9));
+        assert_ne!(a, draw(10));
+        assert!(a.iter().all(|&k| k == 0.0 || k == 1.0));
+        let dropped = a.iter().filter(|&&k| k == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "dropped {dropped}");
+        let none = input_keep_mask(3, 9, 8, 64, 0.0, &Device::Cpu).unwrap();
+        assert_eq!(none.sum_all().unwrap().to_scalar::<f32>().unwrap(), 512.0);
     }
 
     #[test]

@@ -341,7 +341,20 @@ pub fn train(
             )?;
             let beta = settings.beta.at(progress.step);
             let lr = settings.lr.at(progress.step);
-            let fwd = vae.forward(&x, &eps)?;
+            let p = settings.config.decoder_input_dropout;
+            let keep = if p > 0.0 {
+                Some(rng::input_keep_mask(
+                    settings.seed,
+                    progress.step,
+                    batch.indices.len(),
+                    crate::groove::STEPS,
+                    p,
+                    device,
+                )?)
+            } else {
+                None
+            };
+            let fwd = vae.forward_with_input_mask(&x, &eps, keep.as_ref())?;
             let losses = vae.loss(&x, &fwd, beta)?;
             let grads = losses.total.backward()?;
             let grad_norm = adam.step(&grads, lr)?;
