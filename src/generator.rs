@@ -15,11 +15,9 @@
 //! - A device problem never reaches the host: a GPU that cannot be used, or a decode that fails
 //!   on it, moves the model to the CPU and says so in [`Status::messages`].
 
-pub mod engine;
-pub mod slots;
-
-pub use engine::{Engine, Point};
-pub use slots::{SLOT_COUNT, SLOT_NAMES, Slot, Slots};
+// The worker's engine and corners live below it in the module graph (render uses them too); they
+// are re-exported here because the worker's API speaks in them.
+pub use crate::engine::{Engine, Point, SLOT_COUNT, SLOT_NAMES, Slot, Slots};
 
 use crate::groove::Pattern;
 use crate::model::{DeviceRequest, select_device};

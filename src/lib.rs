@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod dataset;
+pub mod engine;
 pub mod evaluate;
 pub mod generator;
 pub mod groove;

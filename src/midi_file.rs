@@ -70,6 +70,33 @@ pub enum MidiErrorKind {
     },
 }
 
+/// Why a file has no 4-bar groove to offer for a window.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error(
+        "{file} has no drum hits on the pitches DrumVAE reads (General MIDI or TD-11 kick, snare, hi-hats, toms, crash, ride)"
+    )]
+    NoHits { file: String },
+    #[error("{file}: window {window} does not exist; {}", describe_windows(*count, *bars))]
+    NoSuchWindow {
+        file: String,
+        /// 1-based, as users count.
+        window: usize,
+        count: usize,
+        bars: usize,
+    },
+}
+
+fn describe_windows(count: usize, bars: usize) -> String {
+    if bars < BARS {
+        format!("the file is a {}-bar loop and gives one groove, window 1 (the loop repeated to 4 bars)", bars.max(1))
+    } else if count == 1 {
+        "the file has one window, 1 (bars 1-4)".to_string()
+    } else {
+        format!("the file has windows 1-{count} (window N = bars N to N+3)")
+    }
+}
+
 impl MidiError {
     fn new(file: &str, kind: impl Into<MidiErrorKind>) -> MidiError {
         MidiError {
@@ -389,6 +416,63 @@ impl Grid {
     /// Every 4-bar window with a 1-bar hop, as `(start bar, pattern)`.
     pub fn windows(&self) -> impl Iterator<Item = (usize, Pattern)> + '_ {
         (0..self.window_count()).map(|b| (b, self.pattern_at(b)))
+    }
+
+    /// How many 4-bar grooves a user can pick from this file: its windows (1-bar hop) when it is
+    /// at least 4 bars long, else one, the loop repeated to fill 4 bars (see [`Grid::looped`]).
+    pub fn groove_count(&self) -> usize {
+        if self.bars >= BARS { self.window_count() } else { 1 }
+    }
+
+    /// Groove `index` (0-based) of [`Grid::groove_count`]: a 4-bar window of a long file, or the
+    /// repeated loop of a short one. `label` names the file in errors, which number windows from
+    /// 1 as the CLI and the editor do.
+    pub fn groove(&self, index: usize, label: &str) -> Result<Pattern, WindowError> {
+        if self.hit_count() == 0 {
+            return Err(WindowError::NoHits {
+                file: label.to_string(),
+            });
+        }
+        let count = self.groove_count();
+        if index >= count {
+            return Err(WindowError::NoSuchWindow {
+                file: label.to_string(),
+                window: index + 1,
+                count,
+                bars: self.bars,
+            });
+        }
+        Ok(if self.bars >= BARS {
+            self.pattern_at(index)
+        } else {
+            self.looped()
+        })
+    }
+
+    /// A loop shorter than 4 bars repeated to fill 4: a 1-bar loop plays four times, 2 bars twice,
+    /// 3 bars as bars 1, 2, 3, 1. The loop is `bars` long (the file's length rounded to the nearest
+    /// bar, at least 1), so a partial last bar under half a bar is dropped and one at least half
+    /// played is filled with rests. A hit quantised onto the step just past the loop's end (the
+    /// next repetition's downbeat played early) becomes the downbeat with its negative offset,
+    /// unless that voice already hits there; hits further out are outside the loop and ignored.
+    pub fn looped(&self) -> Pattern {
+        let len = (self.bars.clamp(1, BARS) * STEPS_PER_BAR) as u64;
+        let mut one = [[Cell::REST; VOICES]; STEPS];
+        for (&step, cells) in self.steps.range(0..len) {
+            one[step as usize] = *cells;
+        }
+        if let Some(wrapped) = self.steps.get(&len) {
+            for (v, cell) in wrapped.iter().enumerate() {
+                if cell.hit && !one[0][v].hit {
+                    one[0][v] = *cell;
+                }
+            }
+        }
+        let mut p = Pattern::EMPTY;
+        for (step, row) in p.cells.iter_mut().enumerate() {
+            *row = one[step % len as usize];
+        }
+        p
     }
 
     /// Tempo in BPM at the start of bar `bar`.

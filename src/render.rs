@@ -10,7 +10,7 @@
 //! reaches *at* that bar line, so bar `n` plays the pattern of the automation's value at bar `n`
 //! (with the default `switch at = next bar`). Each distinct point is decoded once.
 
-use crate::generator::{Engine, Point};
+use crate::engine::{Engine, Point};
 use crate::groove::Pattern;
 use crate::midi_file::{TimedNote, write_notes};
 use crate::sequencer::{NoteEvent, Sequencer, Settings, Transport};

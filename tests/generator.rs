@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/smf.rs"]
+mod smf;
+
 /// Controls a test can change while the worker runs.
 #[derive(Default)]
 struct TestControls {
@@ -210,4 +213,41 @@ fn slots_from_another_model_fall_back_to_a_seed_and_warn() {
             .any(|m| m.contains("old.mid") && m.contains("3 latent dimensions")),
         "{messages:?}"
     );
+}
+
+/// The editor's corner load (the worker's `LoadMidi`) takes a 1-, 2- or 3-bar loop, repeated to
+/// fill 4 bars, and its corner then decodes to a groove like the loop: kick on every downbeat.
+#[test]
+fn a_short_loop_loads_into_a_corner() {
+    let dir = tempfile::tempdir().unwrap();
+    for bars in 1..=3u32 {
+        let controls = Arc::new(TestControls::default());
+        let (generator, _rx) = start(&controls);
+        assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+        let mut notes = Vec::new();
+        for bar in 0..bars {
+            notes.push((bar * smf::BAR, 36, 110));
+            notes.push((bar * smf::BAR + 4 * smf::STEP, 38, 100));
+            notes.push((bar * smf::BAR + 12 * smf::STEP, 38, 100));
+        }
+        let path = dir.path().join(format!("loop{bars}.mid"));
+        std::fs::write(&path, smf::drum_file(&notes, bars * smf::BAR)).unwrap();
+        generator
+            .send(Command::LoadMidi {
+                slot: 2,
+                path: path.clone(),
+                window: 0,
+            })
+            .unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !matches!(&controls.point().slots.0[2], Slot::File { name, .. } if name == &format!("loop{bars}.mid"))
+        {
+            let messages = generator.status().messages;
+            assert!(
+                Instant::now() < deadline,
+                "the {bars}-bar loop did not fill corner C: {messages:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }

@@ -194,3 +194,89 @@ fn errors_name_the_file_and_say_what_to_do() {
             .starts_with("/nonexistent/groove.mid: cannot read the file")
     );
 }
+
+/// A loop of `bars` bars: kick on every downbeat, snare on beat 2 of the first bar only (so the
+/// bars can be told apart), a closed hi-hat on the last 8th of its last bar.
+fn loop_file(bars: u32) -> Vec<u8> {
+    let mut notes: Vec<(u32, u8, u8)> = (0..bars).map(|b| (b * BAR, 36, 100)).collect();
+    notes.push((4 * STEP, 38, 90));
+    notes.push((bars * BAR - 2 * STEP, 42, 70));
+    drum_file(&notes, bars * BAR)
+}
+
+#[test]
+fn loops_of_one_two_and_three_bars_repeat_to_fill_four_bars() {
+    for bars in 1..=3usize {
+        let grid = grid_of(&loop_file(bars as u32));
+        assert_eq!(grid.bars, bars);
+        assert_eq!(grid.window_count(), 0, "shorter than one 4-bar window");
+        assert_eq!(grid.groove_count(), 1);
+        let p = grid.groove(0, "loop.mid").expect("a short loop gives a groove");
+        let len = bars * STEPS_PER_BAR;
+        for step in 0..4 * STEPS_PER_BAR {
+            // Each step plays what the loop plays at step mod its length.
+            let source = step % len;
+            assert_eq!(
+                p.get(step, Voice::Kick).hit,
+                source % STEPS_PER_BAR == 0,
+                "{bars}-bar loop, step {step}"
+            );
+            assert_eq!(p.get(step, Voice::Snare).hit, source == 4, "{bars}-bar loop, step {step}");
+            assert_eq!(
+                p.get(step, Voice::ClosedHiHat).hit,
+                source == len - 2,
+                "{bars}-bar loop, step {step}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_partial_last_bar_rounds_to_the_nearest_bar_of_the_loop() {
+    // 1.25 bars: the quarter bar is dropped (a hit in it is outside the 1-bar loop).
+    let short = drum_file(&[(0, 36, 100), (BAR + 2 * STEP, 38, 100)], BAR + 4 * STEP);
+    let grid = grid_of(&short);
+    assert_eq!(grid.bars, 1);
+    let p = grid.groove(0, "short.mid").unwrap();
+    assert_eq!(p.hit_count(), 4, "the kick four times, the snare past the loop dropped");
+    // 1.75 bars: a second bar, filled with rests after its played part.
+    let long = drum_file(&[(0, 36, 100), (BAR + 2 * STEP, 38, 100)], BAR + 12 * STEP);
+    let grid = grid_of(&long);
+    assert_eq!(grid.bars, 2);
+    let p = grid.groove(0, "long.mid").unwrap();
+    assert!(p.get(STEPS_PER_BAR + 2, Voice::Snare).hit);
+    assert!(p.get(3 * STEPS_PER_BAR + 2, Voice::Snare).hit);
+    assert_eq!(p.hit_count(), 4);
+}
+
+#[test]
+fn an_early_downbeat_at_a_loops_end_wraps_to_its_start() {
+    // A 1-bar loop whose crash is played 0.2 step before the end: it is the next repetition's
+    // downbeat, played early.
+    let bytes = drum_file(&[(4 * STEP, 38, 100), (BAR - 24, 49, 110)], BAR);
+    let grid = grid_of(&bytes);
+    let p = grid.groove(0, "loop.mid").unwrap();
+    for bar in 0..4 {
+        let crash = p.get(bar * STEPS_PER_BAR, Voice::Crash);
+        assert!(crash.hit, "bar {bar}");
+        assert!((crash.offset + 0.2).abs() < 1e-6, "{crash:?}");
+    }
+}
+
+#[test]
+fn a_file_without_hits_and_a_missing_window_say_what_is_there() {
+    let empty = grid_of(&drum_file(&[(0, 60, 100)], 2 * BAR));
+    let e = empty.groove(0, "empty.mid").unwrap_err().to_string();
+    assert!(e.contains("empty.mid has no drum hits"), "{e}");
+
+    let two = grid_of(&loop_file(2));
+    let e = two.groove(1, "two.mid").unwrap_err().to_string();
+    assert!(e.contains("window 2 does not exist"), "{e}");
+    assert!(e.contains("2-bar loop") && e.contains("window 1"), "{e}");
+
+    let six = grid_of(&loop_file(6));
+    assert_eq!(six.groove_count(), 3);
+    assert_eq!(six.groove(2, "six.mid").unwrap(), six.pattern_at(2));
+    let e = six.groove(3, "six.mid").unwrap_err().to_string();
+    assert!(e.contains("window 4 does not exist") && e.contains("windows 1-3"), "{e}");
+}

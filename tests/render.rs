@@ -13,6 +13,9 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
+#[path = "support/smf.rs"]
+mod smf;
+
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| Engine::embedded(&Device::Cpu).expect("embedded model loads"))
@@ -227,4 +230,74 @@ fn render_with_a_midi_file_corner_and_bad_flags_reports_clearly() {
         assert!(err.contains(word), "{flag} {value}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// A 1-, 2- or 3-bar drum loop as a producer would drag out of a DAW: kick on every downbeat,
+/// snare on 2 and 4, eighth hi-hats.
+fn short_loop(dir: &Path, bars: u32) -> std::path::PathBuf {
+    let mut notes = Vec::new();
+    for bar in 0..bars {
+        notes.push((bar * smf::BAR, 36, 110));
+        notes.push((bar * smf::BAR + 4 * smf::STEP, 38, 100));
+        notes.push((bar * smf::BAR + 12 * smf::STEP, 38, 100));
+        for eighth in 0..8 {
+            notes.push((bar * smf::BAR + 2 * eighth * smf::STEP, 42, 70));
+        }
+    }
+    let path = dir.join(format!("loop{bars}.mid"));
+    std::fs::write(&path, smf::drum_file(&notes, bars * smf::BAR)).unwrap();
+    path
+}
+
+#[test]
+fn loops_of_one_to_three_bars_load_into_a_render_corner_and_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.mid");
+    for bars in 1..=3 {
+        let file = short_loop(dir.path(), bars);
+        let corner = format!("file:{}", file.display());
+        let (ok, stdout, err) = drumvae(&[
+            "render",
+            "--bars",
+            "4",
+            "--a",
+            &corner,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(ok, "{bars}-bar loop: {err}");
+        assert!(stdout.contains("4 bars"), "{stdout}");
+        assert!(midi_file::read_grid(&out).unwrap().hit_count() > 0);
+
+        let (ok, stdout, err) = drumvae(&["inspect", file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        assert!(
+            stdout.contains(&format!("the {bars}-bar loop repeated to 4 bars")),
+            "{stdout}"
+        );
+        assert!(stdout.contains("BD  |X---------------|X---------------|X---------------|X---------------|"), "{stdout}");
+
+        // Window 2 of a short loop does not exist, and the error says which one does.
+        let (ok, _, err) = drumvae(&[
+            "render",
+            "--a",
+            &format!("{corner}@2"),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!ok);
+        assert!(err.contains("window 2 does not exist") && err.contains("window 1"), "{err}");
+    }
+    // A loop with no drum hits says so.
+    let silent = dir.path().join("silent.mid");
+    std::fs::write(&silent, smf::drum_file(&[(0, 60, 100)], smf::BAR)).unwrap();
+    let (ok, _, err) = drumvae(&[
+        "render",
+        "--a",
+        &format!("file:{}", silent.display()),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no drum hits"), "{err}");
 }

@@ -437,13 +437,8 @@ fn write_grooves(out: &std::path::Path, patterns: &[Pattern], shape: &Shape) -> 
 
 fn window_of(path: &std::path::Path, window: usize) -> Result<Pattern> {
     let grid = midi_file::read_grid(path)?;
-    anyhow::ensure!(
-        (1..=grid.window_count()).contains(&window),
-        "{}: window {window} does not exist (the file has {} windows of 4 bars)",
-        path.display(),
-        grid.window_count()
-    );
-    Ok(grid.pattern_at(window - 1))
+    anyhow::ensure!(window >= 1, "windows are numbered from 1");
+    Ok(grid.groove(window - 1, &path.display().to_string())?)
 }
 
 fn inspect(file: &std::path::Path, only: Option<usize>, all_voices: bool) -> Result<()> {
@@ -467,12 +462,20 @@ fn inspect(file: &std::path::Path, only: Option<usize>, all_voices: bool) -> Res
     for (pitch, n) in &grid.dropped_pitches {
         println!("dropped {n} notes of unmapped pitch {pitch}");
     }
+    let label = file.display().to_string();
     if let Some(n) = only {
-        anyhow::ensure!(
-            (1..=grid.window_count()).contains(&n),
-            "window {n} does not exist: the file has {} windows",
-            grid.window_count()
+        anyhow::ensure!(n >= 1, "windows are numbered from 1");
+        grid.groove(n - 1, &label)?;
+    }
+    if grid.bars < BARS {
+        let pattern = grid.groove(0, &label)?;
+        println!(
+            "\nwindow 1 (the {}-bar loop repeated to {BARS} bars, {:.1} BPM, {} hits)",
+            grid.bars.max(1),
+            grid.bpm_at_bar(0),
+            pattern.hit_count()
         );
+        print!("{}", pattern.to_text_grid(all_voices));
     }
     for (bar, pattern) in grid.windows() {
         if only.is_some_and(|n| n != bar + 1) {

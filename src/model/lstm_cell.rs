@@ -13,6 +13,7 @@
 //! (picked at run time) and for the baseline target, and both give the same bits: FMA contraction
 //! never happens without fast-math, so `a * b + c` rounds twice in both.
 
+#[cfg(target_arch = "x86_64")]
 use super::device::cpu_has_avx2_fma;
 
 /// `e^x` for f32, vectorisable. Inputs are clamped to ±88 (beyond that the sigmoid and tanh
@@ -166,6 +167,8 @@ pub fn forward_with(
     c_out: &mut [f32],
     h_out: &mut [f32],
 ) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
     #[cfg(target_arch = "x86_64")]
     if vector && cpu_has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).
@@ -187,6 +190,8 @@ fn tanh_avx2(v: &mut [f32]) {
 
 /// `v = tanh(v)`, vectorised; `vector` as in [`forward_with`].
 pub fn tanh_in_place(vector: bool, v: &mut [f32]) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
     #[cfg(target_arch = "x86_64")]
     if vector && cpu_has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above).

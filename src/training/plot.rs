@@ -1,6 +1,7 @@
 //! The training curves as an 800x600 PNG: training vs validation loss by epoch (top) and the KL
 //! term by epoch (bottom), from the metrics log's epoch rows. Drawn with plotters' bitmap backend
-//! and its system-font text (fontconfig). It runs on the training CLI's thread.
+//! and pure-Rust text (ab_glyph) in a font compiled into the binary, so plotting needs no system
+//! font libraries. It runs on the training CLI's thread.
 
 use std::path::Path;
 
@@ -44,7 +45,25 @@ pub fn plot(path: &Path, rows: &[MetricsRow]) -> Result<(), PlotError> {
 /// One curve: legend label, colour, (epoch, value) points.
 type Curve<'a> = (&'a str, RGBColor, Vec<(u64, f64)>);
 
+/// Registers the compiled-in font as the `sans-serif` family that every caption and label asks
+/// for. ab_glyph has no system fonts to fall back on, so this must run before any text is drawn;
+/// it runs once per process.
+pub fn register_fonts() -> Result<(), String> {
+    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    REGISTERED
+        .get_or_init(|| {
+            plotters::style::register_font(
+                "sans-serif",
+                FontStyle::Normal,
+                epaint_default_fonts::HACK_REGULAR,
+            )
+            .map_err(|_| "the compiled-in plot font does not parse".to_string())
+        })
+        .clone()
+}
+
 fn draw(path: &Path, rows: &[MetricsRow]) -> Result<(), String> {
+    register_fonts()?;
     let epochs: Vec<&MetricsRow> = rows.iter().filter(|r| r.kind == RowKind::Epoch).collect();
     // x = epochs completed (1-based), so the first epoch is drawn at 1.
     let series = |f: &dyn Fn(&MetricsRow) -> Option<f64>| -> Vec<(u64, f64)> {

@@ -3,7 +3,10 @@
 //! offline `drumvae render` command both call [`Engine::decode`], so render writes exactly what
 //! the plugin would play. Runs on the WORKER THREAD (or the CLI's main thread).
 
-use super::slots::{SLOT_COUNT, Slot, Slots};
+pub mod slots;
+
+pub use slots::{SLOT_COUNT, SLOT_NAMES, Slot, Slots};
+
 use crate::groove::Pattern;
 use crate::latent;
 use crate::midi_file;
@@ -191,19 +194,12 @@ impl Engine {
         Ok((pattern, warnings))
     }
 
-    /// Encodes window `window` (0-based, 1-bar hop) of a MIDI file into a corner.
+    /// Encodes groove `window` (0-based) of a MIDI file into a corner: a 4-bar window (1-bar hop)
+    /// of a long file, or a 1-3 bar loop repeated to 4 bars ([`midi_file::Grid::groove`]).
     pub fn encode_file(&self, path: &Path, window: usize) -> anyhow::Result<Slot> {
         let grid = midi_file::read_grid(path)?;
-        let count = grid.window_count();
-        anyhow::ensure!(
-            window < count,
-            "{} has {count} four-bar window(s); window {window} does not exist (use 0..{count})",
-            path.display()
-        );
-        let z = self
-            .vae
-            .encode(&[grid.pattern_at(window)])?
-            .to_vec2::<f32>()?;
+        let pattern = grid.groove(window, &path.display().to_string())?;
+        let z = self.vae.encode(&[pattern])?.to_vec2::<f32>()?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
