@@ -3,6 +3,11 @@
 //! active latent units, and per-voice density of prior samples against the data. Runs on the CLI's
 //! thread (`drumvae evaluate`, and `train` at the end of a run).
 
+pub mod interpolation;
+pub mod report;
+pub mod report_plots;
+pub mod samples;
+
 use std::fmt;
 
 use candle_core::{D, DType, Result, Tensor};

@@ -10,6 +10,7 @@ pub mod groove;
 pub mod latent;
 pub mod midi_file;
 pub mod model;
+pub mod plotting;
 pub mod plugin;
 pub mod render;
 pub mod sequencer;

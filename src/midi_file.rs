@@ -89,7 +89,10 @@ pub enum WindowError {
 
 fn describe_windows(count: usize, bars: usize) -> String {
     if bars < BARS {
-        format!("the file is a {}-bar loop and gives one groove, window 1 (the loop repeated to 4 bars)", bars.max(1))
+        format!(
+            "the file is a {}-bar loop and gives one groove, window 1 (the loop repeated to 4 bars)",
+            bars.max(1)
+        )
     } else if count == 1 {
         "the file has one window, 1 (bars 1-4)".to_string()
     } else {
@@ -421,7 +424,11 @@ impl Grid {
     /// How many 4-bar grooves a user can pick from this file: its windows (1-bar hop) when it is
     /// at least 4 bars long, else one, the loop repeated to fill 4 bars (see [`Grid::looped`]).
     pub fn groove_count(&self) -> usize {
-        if self.bars >= BARS { self.window_count() } else { 1 }
+        if self.bars >= BARS {
+            self.window_count()
+        } else {
+            1
+        }
     }
 
     /// Groove `index` (0-based) of [`Grid::groove_count`]: a 4-bar window of a long file, or the

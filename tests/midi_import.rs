@@ -211,7 +211,9 @@ fn loops_of_one_two_and_three_bars_repeat_to_fill_four_bars() {
         assert_eq!(grid.bars, bars);
         assert_eq!(grid.window_count(), 0, "shorter than one 4-bar window");
         assert_eq!(grid.groove_count(), 1);
-        let p = grid.groove(0, "loop.mid").expect("a short loop gives a groove");
+        let p = grid
+            .groove(0, "loop.mid")
+            .expect("a short loop gives a groove");
         let len = bars * STEPS_PER_BAR;
         for step in 0..4 * STEPS_PER_BAR {
             // Each step plays what the loop plays at step mod its length.
@@ -221,7 +223,11 @@ fn loops_of_one_two_and_three_bars_repeat_to_fill_four_bars() {
                 source % STEPS_PER_BAR == 0,
                 "{bars}-bar loop, step {step}"
             );
-            assert_eq!(p.get(step, Voice::Snare).hit, source == 4, "{bars}-bar loop, step {step}");
+            assert_eq!(
+                p.get(step, Voice::Snare).hit,
+                source == 4,
+                "{bars}-bar loop, step {step}"
+            );
             assert_eq!(
                 p.get(step, Voice::ClosedHiHat).hit,
                 source == len - 2,
@@ -238,7 +244,11 @@ fn a_partial_last_bar_rounds_to_the_nearest_bar_of_the_loop() {
     let grid = grid_of(&short);
     assert_eq!(grid.bars, 1);
     let p = grid.groove(0, "short.mid").unwrap();
-    assert_eq!(p.hit_count(), 4, "the kick four times, the snare past the loop dropped");
+    assert_eq!(
+        p.hit_count(),
+        4,
+        "the kick four times, the snare past the loop dropped"
+    );
     // 1.75 bars: a second bar, filled with rests after its played part.
     let long = drum_file(&[(0, 36, 100), (BAR + 2 * STEP, 38, 100)], BAR + 12 * STEP);
     let grid = grid_of(&long);
@@ -278,5 +288,8 @@ fn a_file_without_hits_and_a_missing_window_say_what_is_there() {
     assert_eq!(six.groove_count(), 3);
     assert_eq!(six.groove(2, "six.mid").unwrap(), six.pattern_at(2));
     let e = six.groove(3, "six.mid").unwrap_err().to_string();
-    assert!(e.contains("window 4 does not exist") && e.contains("windows 1-3"), "{e}");
+    assert!(
+        e.contains("window 4 does not exist") && e.contains("windows 1-3"),
+        "{e}"
+    );
 }

@@ -32,7 +32,9 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
     let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(f)).collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in &files {
-        let Some(from) = module_of(file) else { continue };
+        let Some(from) = module_of(file) else {
+            continue;
+        };
         let text = std::fs::read_to_string(file).unwrap();
         let edges = graph.entry(from.clone()).or_default();
         for (i, _) in text.match_indices("crate::") {

@@ -275,7 +275,12 @@ fn loops_of_one_to_three_bars_load_into_a_render_corner_and_inspect() {
             stdout.contains(&format!("the {bars}-bar loop repeated to 4 bars")),
             "{stdout}"
         );
-        assert!(stdout.contains("BD  |X---------------|X---------------|X---------------|X---------------|"), "{stdout}");
+        assert!(
+            stdout.contains(
+                "BD  |X---------------|X---------------|X---------------|X---------------|"
+            ),
+            "{stdout}"
+        );
 
         // Window 2 of a short loop does not exist, and the error says which one does.
         let (ok, _, err) = drumvae(&[
@@ -286,7 +291,10 @@ fn loops_of_one_to_three_bars_load_into_a_render_corner_and_inspect() {
             out.to_str().unwrap(),
         ]);
         assert!(!ok);
-        assert!(err.contains("window 2 does not exist") && err.contains("window 1"), "{err}");
+        assert!(
+            err.contains("window 2 does not exist") && err.contains("window 1"),
+            "{err}"
+        );
     }
     // A loop with no drum hits says so.
     let silent = dir.path().join("silent.mid");

@@ -34,7 +34,10 @@ const SYSTEM_CRATES: &[&str] = &[
 ];
 
 fn host_triple() -> String {
-    let out = Command::new("rustc").arg("-vV").output().expect("rustc runs");
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc runs");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
@@ -46,7 +49,13 @@ fn default_build_graph() -> Vec<(String, Option<String>)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
         .arg(host_triple())
         .output()
         .expect("cargo metadata runs");
@@ -81,7 +90,10 @@ fn default_build_graph() -> Vec<(String, Option<String>)> {
         }
         for dep in nodes[id]["deps"].as_array().unwrap() {
             let kinds = dep["dep_kinds"].as_array().unwrap();
-            if kinds.iter().any(|k| k["kind"].is_null() || k["kind"] == "build") {
+            if kinds
+                .iter()
+                .any(|k| k["kind"].is_null() || k["kind"] == "build")
+            {
                 todo.push(dep["pkg"].as_str().unwrap());
             }
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use candle_core::Device;
 use drumvae::Pattern;
 use drumvae::dataset::{self, Split};
-use drumvae::model::{Config, DecoderKind};
+use drumvae::model::{Config, DecoderKind, HeadLoss};
 use drumvae::training::trainer::{self, Finish, TrainSettings};
 use drumvae::training::{AdamConfig, BetaSchedule, Checkpoint, LrSchedule, MetricsRow};
 

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
 use clap::{Parser, Subcommand};
 use drumvae::dataset::{BeatType, Dataset, Filter, Source, Split};
-use drumvae::evaluate::{self, EvalOptions};
+use drumvae::evaluate::{self, EvalOptions, report::ReportOptions};
 use drumvae::generator::{Engine, Point, SLOT_NAMES, Slot, Slots};
 use drumvae::groove::BARS;
 use drumvae::latent;
@@ -97,6 +97,38 @@ enum Command {
         /// Print one machine-readable JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// What the model plays: prior samples at several temperatures against a split's grooves
+    /// (hits per step by voice, velocity and timing distributions) and the morph check (slerp
+    /// paths between real grooves), as tables, report.json, samples.png and interpolation.png.
+    Report {
+        /// The model file (.safetensors written by `train`).
+        model: PathBuf,
+        /// The Groove MIDI Dataset folder or a folder of .mid files (default: $DRUMVAE_GMD or
+        /// ../shared/data/groove).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// train, validation, test, or all.
+        #[arg(long, default_value = "validation")]
+        split: String,
+        /// Prior samples per temperature.
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// Sampling temperatures, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0,0.5,1")]
+        temperatures: Vec<f32>,
+        /// Pairs of real grooves for the interpolation check.
+        #[arg(long, default_value_t = 100)]
+        pairs: usize,
+        /// Points per interpolation path, both ends included.
+        #[arg(long, default_value_t = 9)]
+        points: usize,
+        /// Seed of the prior samples, their hit draws and the pairs.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Folder for report.json, samples.png and interpolation.png.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Draw grooves from the model's prior and write them to a .mid file, one after another.
     Sample {
@@ -287,6 +319,26 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", data.report);
             }
             Ok(())
+        }
+        Command::Report {
+            model,
+            data,
+            split,
+            samples,
+            temperatures,
+            pairs,
+            points,
+            seed,
+            out,
+        } => {
+            let options = ReportOptions {
+                samples,
+                temperatures,
+                pairs,
+                points,
+                seed,
+            };
+            report_command(&model, data, &split, &options, &out)
         }
         Command::Evaluate {
             model,
@@ -504,6 +556,63 @@ fn evaluate_command(
     json: bool,
 ) -> Result<()> {
     let vae = load_model(model)?;
+    let data = load_split(data, gmd, split, seed)?;
+    let bar = progress_bar("evaluating");
+    let options = EvalOptions {
+        prior_samples,
+        seed,
+        ..EvalOptions::default()
+    };
+    let eval = evaluate::evaluate(&vae, &data.windows, &options, |d, t| {
+        bar.set_length(t as u64);
+        bar.set_position(d as u64);
+    })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&eval)?);
+    } else {
+        print!("{eval}");
+    }
+    Ok(())
+}
+
+fn report_command(
+    model: &std::path::Path,
+    data: Option<PathBuf>,
+    split: &str,
+    options: &ReportOptions,
+    out: &std::path::Path,
+) -> Result<()> {
+    let vae = load_model(model)?;
+    let data = load_split(data, false, split, options.seed)?;
+    let grooves: Vec<Pattern> = data.windows.iter().map(|w| w.pattern).collect();
+    let label = format!("{split} split");
+    let spinner = ProgressBar::new_spinner();
+    let report = evaluate::report::model_report(&vae, &label, &grooves, options, |what| {
+        spinner.set_message(what.to_string());
+        spinner.tick();
+    })?;
+    spinner.finish_and_clear();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    drumvae::atomic_file::write(
+        &out.join("report.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    let png = |name: &str| out.join(name);
+    evaluate::report_plots::samples_png(&png("samples.png"), &label, &report.data, &report.priors)
+        .map_err(anyhow::Error::msg)?;
+    evaluate::report_plots::interpolation_png(&png("interpolation.png"), &report.interpolation)
+        .map_err(anyhow::Error::msg)?;
+    print!("{report}");
+    eprintln!(
+        "wrote report.json, samples.png and interpolation.png to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// The windows of one split (or all) of the GMD or a folder.
+fn load_split(data: Option<PathBuf>, gmd: bool, split: &str, seed: u64) -> Result<Dataset> {
     let root = data.unwrap_or_else(dataset::default_gmd_root);
     let source = match Source::detect(root.clone()) {
         Source::Folder { .. } if gmd => {
@@ -525,23 +634,7 @@ fn evaluate_command(
     };
     let data = Dataset::load(&source, &filter, |_, _| {})?;
     anyhow::ensure!(!data.windows.is_empty(), "no windows in split {split}");
-    let bar = progress_bar("evaluating");
-    let options = EvalOptions {
-        prior_samples,
-        seed,
-        ..EvalOptions::default()
-    };
-    let eval = evaluate::evaluate(&vae, &data.windows, &options, |d, t| {
-        bar.set_length(t as u64);
-        bar.set_position(d as u64);
-    })?;
-    bar.finish_and_clear();
-    if json {
-        println!("{}", serde_json::to_string(&eval)?);
-    } else {
-        print!("{eval}");
-    }
-    Ok(())
+    Ok(data)
 }
 
 fn progress_bar(message: &'static str) -> ProgressBar {

@@ -27,43 +27,13 @@ pub fn plot(path: &Path, rows: &[MetricsRow]) -> Result<(), PlotError> {
         path: path.display().to_string(),
         problem,
     };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Keep the extension: the bitmap backend picks the image format from it.
-    let tmp = path.with_file_name(format!(".{}.tmp.{name}", std::process::id()));
-    let result = draw(&tmp, rows)
-        .map_err(fail)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| fail(e.to_string())));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::plotting::write_atomically(path, |tmp| draw(tmp, rows)).map_err(fail)
 }
 
 /// One curve: legend label, colour, (epoch, value) points.
 type Curve<'a> = (&'a str, RGBColor, Vec<(u64, f64)>);
 
-/// Registers the compiled-in font as the `sans-serif` family that every caption and label asks
-/// for. ab_glyph has no system fonts to fall back on, so this must run before any text is drawn;
-/// it runs once per process.
-pub fn register_fonts() -> Result<(), String> {
-    static REGISTERED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(
-                "sans-serif",
-                FontStyle::Normal,
-                epaint_default_fonts::HACK_REGULAR,
-            )
-            .map_err(|_| "the compiled-in plot font does not parse".to_string())
-        })
-        .clone()
-}
-
 fn draw(path: &Path, rows: &[MetricsRow]) -> Result<(), String> {
-    register_fonts()?;
     let epochs: Vec<&MetricsRow> = rows.iter().filter(|r| r.kind == RowKind::Epoch).collect();
     // x = epochs completed (1-based), so the first epoch is drawn at 1.
     let series = |f: &dyn Fn(&MetricsRow) -> Option<f64>| -> Vec<(u64, f64)> {

@@ -29,8 +29,13 @@ pub fn report(root: &Path, universal: bool) -> Result<(), String> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
     let dir = target.join("bundled");
-    let limit = if universal { 2 * LIMIT_BYTES } else { LIMIT_BYTES };
-    let entries = std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let limit = if universal {
+        2 * LIMIT_BYTES
+    } else {
+        LIMIT_BYTES
+    };
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
     let mut too_big = Vec::new();
     for entry in entries {
         let path = entry.map_err(|e| e.to_string())?.path();

@@ -34,7 +34,9 @@ fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok installed"))
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains("ok installed")
+        })
 }
 
 fn is_root() -> bool {
@@ -79,14 +81,22 @@ fn ensure_debian_packages() -> Result<(), String> {
             missing.join(" ")
         ));
     };
-    eprintln!("installing the packages the tests need: {}", missing.join(" "));
+    eprintln!(
+        "installing the packages the tests need: {}",
+        missing.join(" ")
+    );
     let apt_get = |args: &[&str]| {
         let (program, rest) = match prefix.split_first() {
-            Some((p, rest)) => (*p, rest.iter().copied().chain(["apt-get"]).collect::<Vec<_>>()),
+            Some((p, rest)) => (
+                *p,
+                rest.iter().copied().chain(["apt-get"]).collect::<Vec<_>>(),
+            ),
             None => ("apt-get", Vec::new()),
         };
         let mut c = Command::new(program);
-        c.args(rest).args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        c.args(rest)
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         c
     };
     run(apt_get(&["update", "-qq"]))?;
@@ -104,7 +114,11 @@ pub fn test(root: &Path, extra: &[String]) -> Result<(), String> {
         } else {
             eprintln!(
                 "not a Debian-based system: make sure the development packages for X11, XCB, OpenGL, ALSA and JACK, and Xvfb with Mesa, are installed (Debian names: {})",
-                DEBIAN_PACKAGES.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(" ")
+                DEBIAN_PACKAGES
+                    .iter()
+                    .map(|(p, _)| *p)
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
         }
     }
@@ -116,7 +130,10 @@ pub fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     cargo.args(extra);
     // The Groove MIDI Dataset beside the checkout, unless the caller points elsewhere.
     if std::env::var_os("DRUMVAE_GMD").is_none() {
-        cargo.env("DRUMVAE_GMD", root.join("..").join("shared").join("data").join("groove"));
+        cargo.env(
+            "DRUMVAE_GMD",
+            root.join("..").join("shared").join("data").join("groove"),
+        );
     }
     // Candle's elementwise pool spins on idle threads and starves gemm on small machines
     // (../shared/docs/candle-notes.md).

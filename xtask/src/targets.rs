@@ -26,20 +26,32 @@ pub fn check_all(root: &Path, extra: &[String]) -> Result<(), String> {
         if !installed.lines().any(|l| l.trim() == *target) {
             let mut add = Command::new("rustup");
             add.args(["target", "add", target]);
-            run(add).map_err(|e| format!("{e}: the {name} standard library is needed to check it"))?;
+            run(add)
+                .map_err(|e| format!("{e}: the {name} standard library is needed to check it"))?;
         }
         eprintln!("checking {name} ({target})");
         let mut check = Command::new(&cargo);
         check
             .current_dir(root)
-            .args(["check", "--package", "drumvae", "--lib", "--bins", "--target", target])
+            .args([
+                "check",
+                "--package",
+                "drumvae",
+                "--lib",
+                "--bins",
+                "--target",
+                target,
+            ])
             .args(["--features", "editor"])
             .args(extra)
             // Our code must be warning-free on every platform too (a Linux-only import or an
             // argument only x86 uses shows up here first); dependencies' lints stay capped.
             .env(
                 "RUSTFLAGS",
-                format!("{} -D warnings", std::env::var("RUSTFLAGS").unwrap_or_default()),
+                format!(
+                    "{} -D warnings",
+                    std::env::var("RUSTFLAGS").unwrap_or_default()
+                ),
             );
         run(check).map_err(|e| format!("{name}: {e}"))?;
     }
