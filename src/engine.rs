@@ -11,7 +11,7 @@ use crate::groove::Pattern;
 use crate::latent;
 use crate::midi_file;
 use crate::model::embedded::{DEFAULT_MODEL_NAME, load_default};
-use crate::model::{DecodeOptions, ModelError, ModelInfo, Vae, load_file};
+use crate::model::{DecodeOptions, ModelError, ModelInfo, Vae, load_bytes, load_file};
 use candle_core::{Device, Tensor};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,11 +70,20 @@ impl Engine {
     /// A model file written by `train`, on `device`.
     pub fn from_file(path: &Path, device: &Device) -> Result<Engine, ModelError> {
         let (vae, info) = load_file(path, device)?;
-        let name = path
-            .file_name()
+        Ok(Engine::new(vae, info, Engine::name_of(path)))
+    }
+
+    /// A model file's bytes (read by [`crate::model::file::read_model_bytes`]), named after
+    /// `path`, on `device`.
+    pub fn from_bytes(path: &Path, bytes: &[u8], device: &Device) -> Result<Engine, ModelError> {
+        let (vae, info) = load_bytes(bytes, device)?;
+        Ok(Engine::new(vae, info, Engine::name_of(path)))
+    }
+
+    fn name_of(path: &Path) -> String {
+        path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        Ok(Engine::new(vae, info, name))
+            .unwrap_or_else(|| path.display().to_string())
     }
 
     fn new(vae: Vae, info: ModelInfo, name: String) -> Engine {

@@ -20,7 +20,8 @@
 pub use crate::engine::{Engine, Point, SLOT_COUNT, SLOT_NAMES, Slot, Slots};
 
 use crate::groove::Pattern;
-use crate::model::{DeviceRequest, select_device};
+use crate::model::file::read_model_bytes;
+use crate::model::{DeviceRequest, ModelError, select_device};
 use crate::render::{self, Automation, RenderOptions};
 use crate::sequencer::Settings;
 use candle_core::Device;
@@ -388,6 +389,43 @@ impl Worker {
         }
     }
 
+    /// Reads a model file on a thread of its own while this one keeps watching `stop`: a path
+    /// from a saved session may sit on a hung network mount, and deactivation joins this worker,
+    /// so the worker must never wait on a read that may not end. `None` when asked to stop
+    /// first (the reader thread is left to finish or hang on its own; it holds nothing the host
+    /// or this worker needs). The file checks (regular file, size cap, header first) are
+    /// [`crate::model::file::read_model_bytes`]'s.
+    fn read_in_background(&self, path: &Path) -> Option<Result<Vec<u8>, ModelError>> {
+        let (tx, rx) = bounded(1);
+        let owned = path.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("drumvae-model-read".into())
+            .spawn(move || {
+                let _ = tx.send(read_model_bytes(&owned));
+            });
+        if let Err(e) = spawned {
+            return Some(Err(ModelError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            }));
+        }
+        loop {
+            match rx.recv_timeout(POLL_INTERVAL) {
+                Ok(result) => return Some(result),
+                Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::Acquire) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(Err(ModelError::Io {
+                        path: path.to_path_buf(),
+                        source: std::io::Error::other(
+                            "the model reader thread ended without an answer",
+                        ),
+                    }));
+                }
+            }
+        }
+    }
+
     fn load_model(&mut self, request: Option<PathBuf>) {
         self.last_model_attempt = Some(request.clone());
         let device = match &self.engine {
@@ -395,13 +433,21 @@ impl Worker {
             None => self.device(),
         };
         let loaded = match &request {
-            Some(path) => Engine::from_file(path, &device).map_err(|e| {
-                format!(
-                    "could not load model {}: {e}; keeping model {}",
-                    path.display(),
-                    self.engine.as_ref().map_or("(embedded)", |m| m.name())
-                )
-            }),
+            Some(path) => {
+                let Some(bytes) = self.read_in_background(path) else {
+                    // Stopping while the read hangs: leave it to its own thread.
+                    return;
+                };
+                bytes
+                    .and_then(|bytes| Engine::from_bytes(path, &bytes, &device))
+                    .map_err(|e| {
+                        format!(
+                            "could not load model {}: {e}; keeping model {}",
+                            path.display(),
+                            self.engine.as_ref().map_or("(embedded)", |m| m.name())
+                        )
+                    })
+            }
             None => Engine::embedded(&device).map_err(|e| format!("embedded model: {e}")),
         };
         match loaded {

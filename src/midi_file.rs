@@ -27,6 +27,18 @@ use crate::groove::{BARS, Cell, Pattern, STEPS, STEPS_PER_BAR, STEPS_PER_BEAT, V
 /// Files longer than this many bars are refused: a hostile delta time could otherwise ask for a
 /// grid of billions of steps. 20,000 bars is over 11 hours at 120 BPM.
 pub const MAX_BARS: u64 = 20_000;
+/// Tempos DrumVAE writes: what a Standard MIDI File can store (a beat of at most 2^24 - 1 µs,
+/// so at least 3.58 BPM) up to 999 BPM. Render, export and the CLI check against it, so a tempo
+/// the plugin plays can be exported and nothing writes a tempo event that wraps around.
+pub const TEMPO_RANGE_BPM: std::ops::RangeInclusive<f64> = 3.58..=999.0;
+
+/// Whether `bpm` is in [`TEMPO_RANGE_BPM`] (NaN is not).
+pub fn tempo_is_writable(bpm: f64) -> bool {
+    TEMPO_RANGE_BPM.contains(&bpm)
+}
+
+/// The largest `.mid` file read: 16 MB (a GMD performance is under 100 kB).
+pub const MAX_FILE_BYTES: u64 = 16_000_000;
 
 /// Default tempo when a file has no tempo event (SMF default: 500,000 µs per beat).
 pub const DEFAULT_MICROS_PER_BEAT: u32 = 500_000;
@@ -58,6 +70,10 @@ pub enum MidiErrorKind {
         "is a format 2 (sequential patterns) file; only formats 0 and 1 are supported: export it as type 1"
     )]
     Format2,
+    #[error("is not a regular file (a folder, device, pipe or socket); choose a .mid file")]
+    NotAFile,
+    #[error("is {bytes} bytes; MIDI files over {MAX_FILE_BYTES} bytes are refused")]
+    TooLarge { bytes: u64 },
     #[error("declares 0 ticks per beat, which cannot be timed")]
     ZeroTicksPerBeat,
     #[error("is {bars} bars long; files over {MAX_BARS} bars are refused")]
@@ -201,8 +217,33 @@ pub struct Performance {
 
 /// Reads and parses a `.mid` file.
 pub fn read_file(path: &Path) -> Result<Performance, MidiError> {
+    use std::io::Read;
     let label = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| MidiError::new(&label, e))?;
+    // A path typed into the editor or saved in a session is untrusted: only a regular file is
+    // opened (a FIFO would block the worker in `open`, a device never ends) and the read is
+    // bounded, even if the file grows meanwhile.
+    let meta = std::fs::metadata(path).map_err(|e| MidiError::new(&label, e))?;
+    if !meta.is_file() {
+        return Err(MidiError::new(&label, MidiErrorKind::NotAFile));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(MidiError::new(
+            &label,
+            MidiErrorKind::TooLarge { bytes: meta.len() },
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| MidiError::new(&label, e))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(MidiError::new(
+            &label,
+            MidiErrorKind::TooLarge {
+                bytes: bytes.len() as u64,
+            },
+        ));
+    }
     parse(&bytes, &label)
 }
 

@@ -12,7 +12,7 @@
 
 use crate::engine::{Engine, Point};
 use crate::groove::Pattern;
-use crate::midi_file::{TimedNote, write_notes};
+use crate::midi_file::{self, TimedNote, write_notes};
 use crate::sequencer::{NoteEvent, Sequencer, Settings, Transport};
 use std::fmt;
 use std::str::FromStr;
@@ -149,9 +149,11 @@ pub struct Rendered {
 /// Plays `opts.bars` bars from song position 0 and collects the events.
 pub fn render(engine: &Engine, opts: &RenderOptions) -> anyhow::Result<Rendered> {
     anyhow::ensure!(
-        opts.tempo_bpm.is_finite() && (20.0..=999.0).contains(&opts.tempo_bpm),
-        "tempo {} is out of range: use 20 to 999 BPM",
-        opts.tempo_bpm
+        midi_file::tempo_is_writable(opts.tempo_bpm),
+        "tempo {} is out of range: use {} to {} BPM",
+        opts.tempo_bpm,
+        midi_file::TEMPO_RANGE_BPM.start(),
+        midi_file::TEMPO_RANGE_BPM.end()
     );
     anyhow::ensure!(
         opts.sample_rate.is_finite() && (8_000.0..=768_000.0).contains(&opts.sample_rate),

@@ -9,7 +9,9 @@ fn root() -> &'static Path {
 }
 
 fn model() -> PathBuf {
-    root().join("models/drumvae-small-3epoch.safetensors")
+    root()
+        .join("models")
+        .join(drumvae::model::embedded::DEFAULT_MODEL_NAME)
 }
 
 fn drumvae(args: &[&str]) -> (bool, String, String) {
@@ -77,6 +79,47 @@ fn sample_writes_reproducible_grooves() {
     let grid = drumvae::midi_file::read_grid(&a).unwrap();
     assert_eq!(grid.bars, 12);
     assert!(grid.hit_count() > 0, "the model plays something");
+}
+
+/// A tempo a MIDI file cannot store (NaN, below 3.58 BPM, absurdly fast) is refused with the
+/// range, before anything is written.
+#[test]
+fn sample_and_morph_refuse_tempos_a_midi_file_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.mid");
+    for bpm in ["NaN", "3", "0", "inf", "5000"] {
+        let (ok, _, err) = drumvae(&[
+            "sample",
+            "--model",
+            model().to_str().unwrap(),
+            "--bpm",
+            bpm,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!ok, "--bpm {bpm} was accepted");
+        assert!(
+            err.contains("3.58 to 999 BPM") || err.contains("invalid"),
+            "{bpm}: {err}"
+        );
+        assert!(!out.exists());
+    }
+    let (ok, _, err) = drumvae(&[
+        "sample",
+        "--model",
+        model().to_str().unwrap(),
+        "--bpm",
+        "3.6",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let grid = drumvae::midi_file::read_grid(&out).unwrap();
+    assert!(
+        (grid.bpm_at_bar(0) - 3.6).abs() < 0.01,
+        "{}",
+        grid.bpm_at_bar(0)
+    );
 }
 
 #[test]

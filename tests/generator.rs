@@ -9,6 +9,7 @@ use drumvae::generator::{
     Command, Controls, Engine, Generator, PatternReceiver, Point, Slot, Slots,
 };
 use drumvae::model::DeviceRequest;
+use drumvae::model::embedded::DEFAULT_MODEL_NAME;
 use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -106,11 +107,11 @@ fn a_broken_model_file_keeps_the_current_model_and_says_why() {
             .messages
             .iter()
             .any(|m| m.contains("broken.safetensors")
-                && m.contains("keeping model drumvae-small-3epoch")),
+                && m.contains(&format!("keeping model {DEFAULT_MODEL_NAME}"))),
         "{:?}",
         status.messages
     );
-    assert_eq!(status.model, "drumvae-small-3epoch.safetensors");
+    assert_eq!(status.model, DEFAULT_MODEL_NAME);
     // Still plays the same groove with the kept model.
     assert_eq!(next_pattern(&mut rx), before);
 }
@@ -183,7 +184,7 @@ fn stop_joins_the_thread_and_hands_back_the_model_for_reuse() {
     let (generator, _rx) = start(&controls);
     assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
     let engine = generator.stop().expect("the worker returns its model");
-    assert_eq!(engine.name(), "drumvae-small-3epoch.safetensors");
+    assert_eq!(engine.name(), DEFAULT_MODEL_NAME);
     // A new worker reuses it and plays at once.
     let c: Arc<dyn Controls> = controls.clone();
     let (generator, mut rx) = Generator::spawn(c, DeviceRequest::Cpu, Some(engine)).unwrap();
@@ -249,5 +250,38 @@ fn a_short_loop_loads_into_a_corner() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// A session whose model path names a FIFO (or a device) neither blocks the worker nor its stop:
+/// the file is refused as not regular, the embedded model plays, and the worker joins.
+#[cfg(unix)]
+#[test]
+fn a_fifo_as_the_model_path_is_refused_and_the_worker_still_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("model.safetensors");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for path in [fifo, PathBuf::from("/dev/zero")] {
+        let controls = Arc::new(TestControls::default());
+        *controls.model.lock() = Some(path.clone());
+        let (generator, mut rx) = start(&controls);
+        assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+        assert_eq!(next_pattern(&mut rx), reference(&Point::default()));
+        let messages = generator.status().messages;
+        assert!(
+            messages.iter().any(|m| m.contains("not a regular file")),
+            "{}: {messages:?}",
+            path.display()
+        );
+        assert!(
+            generator.stop().is_some(),
+            "the worker hands its model back"
+        );
     }
 }

@@ -180,3 +180,39 @@ fn a_second_header_chunk_with_frame_rate_0x80_is_refused_not_overflowed() {
     bytes.extend(b"MThd\0\0\0\x06\0\0\0\x01\x80\x28");
     assert!(midi_file::parse(&bytes, "two.mid").is_err());
 }
+
+/// A MIDI path from the editor or a session is untrusted: devices, pipes and folders are refused
+/// without being opened (a FIFO would block `open` on the worker thread), and files over the size
+/// cap before being read.
+#[cfg(unix)]
+#[test]
+fn midi_paths_that_are_not_regular_files_or_too_large_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.mid");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for path in [
+        std::path::PathBuf::from("/dev/zero"),
+        fifo,
+        dir.path().to_path_buf(),
+    ] {
+        let err = midi_file::read_file(&path).unwrap_err();
+        assert!(
+            matches!(err.kind, MidiErrorKind::NotAFile),
+            "{}: {err}",
+            path.display()
+        );
+    }
+    let huge = dir.path().join("huge.mid");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(midi_file::MAX_FILE_BYTES + 1)
+        .unwrap();
+    let err = midi_file::read_file(&huge).unwrap_err();
+    assert!(matches!(err.kind, MidiErrorKind::TooLarge { .. }), "{err}");
+}

@@ -352,6 +352,81 @@ fn non_safetensors_files_are_rejected_as_such() {
     assert!(matches!(e, ModelError::Io { .. }), "{e}");
 }
 
+/// A saved session names the model path, so it is untrusted: devices, pipes and folders are
+/// refused without being opened or read (a FIFO would block the open, /dev/zero never ends).
+#[cfg(unix)]
+#[test]
+fn model_paths_that_are_not_regular_files_are_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.safetensors");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for path in [
+        std::path::PathBuf::from("/dev/zero"),
+        std::path::PathBuf::from("/dev/urandom"),
+        fifo,
+        dir.path().to_path_buf(),
+    ] {
+        let e = load_file(&path, &CPU).unwrap_err();
+        assert!(
+            matches!(e, ModelError::NotAFile { .. }),
+            "{}: {e}",
+            path.display()
+        );
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+}
+
+/// Size is capped before reading: a sparse file of MAX + 1 bytes is refused from its metadata.
+#[test]
+fn model_files_over_the_size_cap_are_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(drumvae::model::file::MAX_MODEL_BYTES + 1)
+        .unwrap();
+    let e = load_file(&path, &CPU).unwrap_err();
+    assert!(matches!(e, ModelError::TooLarge { .. }), "{e}");
+}
+
+/// Someone else's safetensors file (a valid header without our format key, and a large body) is
+/// refused from its header; the body is never read, so the body here is a sparse hole that would
+/// parse as zeros.
+#[test]
+fn an_unrelated_safetensors_file_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("llm.safetensors");
+    let body = 200_000_000u64;
+    let header = format!(
+        r#"{{"__metadata__":{{"format":"pt"}},"w":{{"dtype":"F32","shape":[{}],"data_offsets":[0,{body}]}}}}"#,
+        body / 4
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.set_len(bytes.len() as u64 + body).unwrap();
+    let e = load_file(&path, &CPU).unwrap_err();
+    assert!(
+        matches!(e, ModelError::UnsupportedFormat { ref found } if found == "pt"),
+        "{e}"
+    );
+    // Without any metadata it is not ours either.
+    let header = r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend([0u8; 4]);
+    std::fs::write(&path, &bytes).unwrap();
+    let e = load_file(&path, &CPU).unwrap_err();
+    assert!(matches!(e, ModelError::NotDrumvae), "{e}");
+}
+
 #[test]
 fn wrong_shape_tensor_is_named_with_both_shapes() {
     let (_, mut tensors, cfg) = tiny_file();

@@ -250,9 +250,22 @@ struct Shape {
     /// Added to every hit logit: positive = busier, negative = sparser.
     #[arg(long, default_value_t = 0.0)]
     density: f32,
-    /// Tempo written into the file.
-    #[arg(long, default_value_t = 120.0)]
+    /// Tempo written into the file (3.58 to 999 BPM: what a MIDI file can store).
+    #[arg(long, default_value_t = 120.0, value_parser = parse_bpm)]
     bpm: f64,
+}
+
+fn parse_bpm(text: &str) -> std::result::Result<f64, String> {
+    let bpm: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if midi_file::tempo_is_writable(bpm) {
+        Ok(bpm)
+    } else {
+        Err(format!(
+            "{bpm} BPM cannot be written to a MIDI file: use {} to {} BPM",
+            midi_file::TEMPO_RANGE_BPM.start(),
+            midi_file::TEMPO_RANGE_BPM.end()
+        ))
+    }
 }
 
 fn main() -> ExitCode {

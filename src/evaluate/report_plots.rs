@@ -76,16 +76,17 @@ fn density_panel(area: &Area<'_>, sets: &[(String, &PatternStats)]) -> Result<()
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(55)
-        .build_cartesian_2d(0.0..VOICES as f64, 0.0..top)
+        .build_cartesian_2d(-0.5..VOICES as f64 - 0.5, 0.0..top)
         .map_err(err)?;
+    // Voice v's bars are centred on x = v, where the mesh puts its labels.
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .x_labels(VOICES * 2)
+        .x_labels(VOICES)
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - i as f64 - 0.5).abs() < 0.01 && i < VOICES {
-                Voice::ALL[i].short().trim().to_string()
+            let i = x.round();
+            if (x - i).abs() < 0.01 && (0.0..VOICES as f64).contains(&i) {
+                Voice::ALL[i as usize].short().trim().to_string()
             } else {
                 String::new()
             }
@@ -98,7 +99,7 @@ fn density_panel(area: &Area<'_>, sets: &[(String, &PatternStats)]) -> Result<()
         let colour = PALETTE[k % PALETTE.len()];
         chart
             .draw_series((0..VOICES).map(|v| {
-                let x0 = v as f64 + 0.1 + k as f64 * width;
+                let x0 = v as f64 - 0.4 + k as f64 * width;
                 Rectangle::new([(x0, 0.0), (x0 + width, stats.density[v])], colour.filled())
             }))
             .map_err(err)?

@@ -94,6 +94,16 @@ pub enum ModelError {
         first: f32,
         index: usize,
     },
+    #[error(
+        "{path} is not a regular file (a folder, device, pipe or socket); choose a .safetensors \
+         model file"
+    )]
+    NotAFile { path: PathBuf },
+    #[error(
+        "{path} is {size} bytes; model files over {MAX_MODEL_BYTES} bytes are refused (DrumVAE \
+         models are a few tens of MB): is it the right file?"
+    )]
+    TooLarge { path: PathBuf, size: u64 },
     #[error("metadata key \"{0}\" is reserved for the model format")]
     ReservedKey(String),
     #[error("tensor error: {0}")]
@@ -143,13 +153,87 @@ pub fn save(
     })
 }
 
-/// Reads and checks a model file; see [`load_bytes`].
+/// The largest model file read: 256 MB, several times the largest preset in f32.
+pub const MAX_MODEL_BYTES: u64 = 256_000_000;
+/// The largest safetensors header read (tensor table and metadata, style anchors included): 8 MB.
+pub const MAX_HEADER_BYTES: u64 = 8_000_000;
+
+/// Reads and checks a model file; see [`load_bytes`]. The path comes from users and saved
+/// sessions, so it is untrusted: only a regular file is opened (a FIFO would block the open, a
+/// device never ends), its size is capped at [`MAX_MODEL_BYTES`] and every read is bounded by it
+/// (a file that grows while read, or a /proc file that reports size 0, cannot run past it), and
+/// the header is read and checked for our format before the weights, so a multi-GB unrelated
+/// safetensors file costs one small read.
 pub fn load_file(path: &Path, device: &Device) -> Result<(Vae, ModelInfo), ModelError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+    let bytes = read_model_bytes(path)?;
+    load_bytes(&bytes, device)
+}
+
+/// The bytes of a model file, read with the checks [`load_file`] describes.
+pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
+    use std::io::Read;
+    let io = |source: std::io::Error| ModelError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    load_bytes(&bytes, device)
+    };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if !meta.is_file() {
+        return Err(ModelError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(ModelError::TooLarge {
+            path: path.to_path_buf(),
+            size: meta.len(),
+        });
+    }
+    let mut file = std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_MODEL_BYTES + 1);
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The 8-byte header length, then the header: enough to refuse a file that is not ours.
+    (&mut file).take(8).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() == 8 {
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        // A header that does not fit the file is left to `load_bytes`, which explains a
+        // truncated or corrupt file; a well-formed header of someone else's file stops here.
+        if n <= MAX_HEADER_BYTES && n <= meta.len().saturating_sub(8) {
+            (&mut file).take(n).read_to_end(&mut bytes).map_err(io)?;
+            check_header(&bytes)?;
+        }
+    }
+    file.read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > MAX_MODEL_BYTES {
+        return Err(ModelError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Checks a complete header (length prefix + JSON) for our format key, before the weights are
+/// read.
+fn check_header(head: &[u8]) -> Result<(), ModelError> {
+    // Not JSON: `load_bytes` names the container problem.
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&head[8..]) else {
+        return Ok(());
+    };
+    if !header.is_object() {
+        return Ok(());
+    }
+    match header
+        .get("__metadata__")
+        .and_then(|m| m.get(FORMAT_KEY))
+        .and_then(|f| f.as_str())
+    {
+        None => Err(ModelError::NotDrumvae),
+        Some(f) if f != FORMAT => Err(ModelError::UnsupportedFormat {
+            found: f.to_string(),
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Builds the model a file describes, onto `device`. Checks the container, the format, the config,

@@ -288,7 +288,8 @@ impl DrumVaeParams {
     /// atomics only, no allocation.
     pub fn settings(&self) -> Settings {
         Settings {
-            channel: (self.channel.value() - 1).clamp(0, 15) as u8,
+            // Saturating: a hand-edited session can restore any i32 (i32::MIN - 1 overflows).
+            channel: self.channel.value().saturating_sub(1).clamp(0, 15) as u8,
             pitches: self.key_params().map(|k| k.value().clamp(0, 127) as u8),
             timing_amount: self.timing.value(),
             swing: self.swing.value(),

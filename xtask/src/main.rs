@@ -59,9 +59,12 @@ fn main() -> ExitCode {
                 args.push("--features".into());
                 args.push("editor".into());
             }
+            // Only the plugin library: the binaries are the CLI and `train`, not plugins.
+            args.push("--lib".into());
             let universal = cmd == "bundle-universal";
             nice_plug_xtask::main_with_args("cargo xtask", args)
                 .map_err(|e| format!("{e:#}"))
+                .and_then(|()| bundle_size::drop_cli_bundle(&repo_root()))
                 .and_then(|()| bundle_size::report(&repo_root(), universal))
         }
         _ => nice_plug_xtask::main_with_args("cargo xtask", args).map_err(|e| format!("{e:#}")),
