@@ -339,22 +339,46 @@ struct Worker {
 impl Worker {
     fn run(mut self) -> Option<Engine> {
         while !self.stop.load(Ordering::Acquire) {
-            match self.inbox.recv_timeout(POLL_INTERVAL) {
+            let command = match self.inbox.recv_timeout(POLL_INTERVAL) {
                 Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Command::LoadMidi { slot, path, window }) => self.load_midi(slot, &path, window),
-                Ok(Command::Export {
-                    path,
-                    bars,
-                    tempo_bpm,
-                    settings,
-                }) => self.export(&path, bars, tempo_bpm, settings),
-                Ok(Command::Wake) | Err(RecvTimeoutError::Timeout) => {}
-            }
-            if !self.stop.load(Ordering::Acquire) {
-                self.refresh();
+                Ok(command) => Some(command),
+                Err(RecvTimeoutError::Timeout) => None,
+            };
+            // A bug in decoding or loading must not silence the instance while the status says
+            // "ready": the panic is caught here, reported to the user, and the worker carries on
+            // with its last pattern and model (parking_lot locks are not poisoned by it).
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.handle(command);
+                if !self.stop.load(Ordering::Acquire) {
+                    self.refresh();
+                }
+            }));
+            if let Err(panic) = step {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                self.report(format!(
+                    "internal error in the worker ({what}); still playing the last pattern; \
+                     please report this"
+                ));
             }
         }
         self.engine
+    }
+
+    fn handle(&mut self, command: Option<Command>) {
+        match command {
+            Some(Command::LoadMidi { slot, path, window }) => self.load_midi(slot, &path, window),
+            Some(Command::Export {
+                path,
+                bars,
+                tempo_bpm,
+                settings,
+            }) => self.export(&path, bars, tempo_bpm, settings),
+            Some(Command::Wake) | None => {}
+        }
     }
 
     fn report(&self, message: String) {

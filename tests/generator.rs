@@ -23,10 +23,18 @@ mod smf;
 struct TestControls {
     point: Mutex<Point>,
     model: Mutex<Option<PathBuf>>,
+    /// Makes the next `point()` call panic, as a bug inside the worker would.
+    panic_next: std::sync::atomic::AtomicBool,
 }
 
 impl Controls for TestControls {
     fn point(&self) -> Point {
+        if self
+            .panic_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("deliberate test panic");
+        }
         self.point.lock().clone()
     }
     fn model_path(&self) -> Option<PathBuf> {
@@ -284,4 +292,32 @@ fn a_fifo_as_the_model_path_is_refused_and_the_worker_still_stops() {
             "the worker hands its model back"
         );
     }
+}
+
+/// A panic inside the worker (here from the controls it reads) is caught and reported, and the
+/// worker goes on serving: the next change still gets decoded and published.
+#[test]
+fn a_panic_in_the_worker_is_reported_and_the_worker_keeps_going() {
+    let controls = Arc::new(TestControls::default());
+    let (generator, mut rx) = start(&controls);
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let before = next_pattern(&mut rx);
+    controls
+        .panic_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + WAIT;
+    while !generator
+        .status()
+        .messages
+        .iter()
+        .any(|m| m.contains("internal error in the worker") && m.contains("deliberate test panic"))
+    {
+        assert!(Instant::now() < deadline, "the panic was not reported");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    controls.point.lock().x = 1.0;
+    assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
+    let after = next_pattern(&mut rx);
+    assert_ne!(after, before, "the worker decoded the new point after the panic");
+    assert_eq!(after, reference(&controls.point()));
 }
