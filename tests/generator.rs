@@ -3,6 +3,10 @@
 //! when a user's file fails to load (and says why), encodes MIDI files into corners, and is joined
 //! on stop, handing its model back.
 
+#[cfg(unix)]
+#[path = "support/fifo.rs"]
+mod fifo;
+
 use candle_core::Device;
 use drumvae::Pattern;
 use drumvae::generator::{
@@ -267,14 +271,7 @@ fn a_short_loop_loads_into_a_corner() {
 #[test]
 fn a_fifo_as_the_model_path_is_refused_and_the_worker_still_stops() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("model.safetensors");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = fifo::mkfifo(dir.path(), "model.safetensors");
     for path in [fifo, PathBuf::from("/dev/zero")] {
         let controls = Arc::new(TestControls::default());
         *controls.model.lock() = Some(path.clone());
@@ -318,6 +315,9 @@ fn a_panic_in_the_worker_is_reported_and_the_worker_keeps_going() {
     controls.point.lock().x = 1.0;
     assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
     let after = next_pattern(&mut rx);
-    assert_ne!(after, before, "the worker decoded the new point after the panic");
+    assert_ne!(
+        after, before,
+        "the worker decoded the new point after the panic"
+    );
     assert_eq!(after, reference(&controls.point()));
 }

@@ -1,8 +1,12 @@
 //! Hostile and broken MIDI files: each one gives a clear error that names the file, or loads;
 //! none panics. (The `fuzz/` target keeps hunting beyond these.)
 
+#[cfg(unix)]
+#[path = "support/fifo.rs"]
+mod fifo;
 #[path = "support/smf.rs"]
 mod smf;
+
 use smf::*;
 
 use drumvae::midi_file::{self, MAX_BARS, MidiErrorKind};
@@ -188,14 +192,7 @@ fn a_second_header_chunk_with_frame_rate_0x80_is_refused_not_overflowed() {
 #[test]
 fn midi_paths_that_are_not_regular_files_or_too_large_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe.mid");
-    assert!(
-        std::process::Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let fifo = fifo::mkfifo(dir.path(), "pipe.mid");
     for path in [
         std::path::PathBuf::from("/dev/zero"),
         fifo,

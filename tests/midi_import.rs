@@ -220,7 +220,7 @@ fn loops_of_one_two_and_three_bars_repeat_to_fill_four_bars() {
             let source = step % len;
             assert_eq!(
                 p.get(step, Voice::Kick).hit,
-                source % STEPS_PER_BAR == 0,
+                source.is_multiple_of(STEPS_PER_BAR),
                 "{bars}-bar loop, step {step}"
             );
             assert_eq!(

@@ -2,6 +2,10 @@
 //! that agrees with teacher forcing, deterministic seeds, model files that round-trip bit for bit
 //! and refuse broken files with a named reason, and an honest learning test on real GMD windows.
 
+#[cfg(unix)]
+#[path = "support/fifo.rs"]
+mod fifo;
+
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -358,12 +362,7 @@ fn non_safetensors_files_are_rejected_as_such() {
 #[test]
 fn model_paths_that_are_not_regular_files_are_refused_without_reading() {
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("pipe.safetensors");
-    let status = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let fifo = fifo::mkfifo(dir.path(), "pipe.safetensors");
     for path in [
         std::path::PathBuf::from("/dev/zero"),
         std::path::PathBuf::from("/dev/urandom"),

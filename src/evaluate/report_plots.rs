@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use super::interpolation::InterpolationReport;
 use super::samples::{BINS, PatternStats};
 use crate::groove::{VOICES, Voice};
-use crate::plotting::write_atomically;
+use crate::plotting::{chart_on, draw_legend, write_atomically};
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
@@ -71,11 +71,7 @@ fn density_panel(area: &Area<'_>, sets: &[(String, &PatternStats)]) -> Result<()
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption("Hits per step, by voice", ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
+    let mut chart = chart_on(area, "Hits per step, by voice")
         .build_cartesian_2d(-0.5..VOICES as f64 - 0.5, 0.0..top)
         .map_err(err)?;
     // Voice v's bars are centred on x = v, where the mesh puts its labels.
@@ -106,13 +102,7 @@ fn density_panel(area: &Area<'_>, sets: &[(String, &PatternStats)]) -> Result<()
             .label(label.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled()));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 fn histogram_panel(
@@ -129,11 +119,7 @@ fn histogram_panel(
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
+    let mut chart = chart_on(area, title)
         .build_cartesian_2d(low..high, 0.0..top)
         .map_err(err)?;
     chart
@@ -155,13 +141,7 @@ fn histogram_panel(
                 PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 /// `interpolation.png`: distance to each end (left) and hits per pattern with the data's mean
@@ -178,18 +158,12 @@ pub fn interpolation_png(path: &Path, report: &InterpolationReport) -> Result<()
             .chain(&report.distance_to_b)
             .fold(1.0f64, |m, &d| m.max(d))
             * 1.1;
-        let mut chart = ChartBuilder::on(&panels[0])
-            .caption(
-                format!(
-                    "Distance to each end ({} pairs, {:.0} % monotone)",
-                    report.pairs,
-                    100.0 * report.monotone_fraction
-                ),
-                ("sans-serif", 20),
-            )
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
+        let title = format!(
+            "Distance to each end ({} pairs, {:.0} % monotone)",
+            report.pairs,
+            100.0 * report.monotone_fraction
+        );
+        let mut chart = chart_on(&panels[0], &title)
             .build_cartesian_2d(0.0..1.0, 0.0..top)
             .map_err(err)?;
         chart
@@ -213,21 +187,11 @@ pub fn interpolation_png(path: &Path, report: &InterpolationReport) -> Result<()
                     PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
 
         let (mean, std) = (report.data_hits_mean, report.data_hits_std);
         let top = report.hits.iter().fold(mean + 2.0 * std, |m, &h| m.max(h)) * 1.1;
-        let mut chart = ChartBuilder::on(&panels[1])
-            .caption("Hits per 4-bar pattern along the path", ("sans-serif", 20))
-            .margin(10)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
+        let mut chart = chart_on(&panels[1], "Hits per 4-bar pattern along the path")
             .build_cartesian_2d(0.0..1.0, 0.0..top.max(1.0))
             .map_err(err)?;
         chart
@@ -256,13 +220,7 @@ pub fn interpolation_png(path: &Path, report: &InterpolationReport) -> Result<()
             .legend(|(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[3].stroke_width(2))
             });
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present().map_err(err)
     })
 }

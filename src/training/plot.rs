@@ -82,11 +82,7 @@ fn panel(
         (y_min, y_max) = (0.0, 1.0);
     }
     let pad = ((y_max - y_min) * 0.05).max(y_max.abs() * 1e-3).max(1e-9);
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, ("sans-serif", 20))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(65)
+    let mut chart = crate::plotting::chart_on(area, title)
         .build_cartesian_2d(1..x_max.max(2), (y_min - pad)..(y_max + pad))
         .map_err(|e| e.to_string())?;
     chart
@@ -111,13 +107,7 @@ fn panel(
             .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
             .map_err(|e| e.to_string())?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())
+    crate::plotting::draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
 
 #[cfg(test)]
