@@ -41,6 +41,10 @@ mod host;
 #[path = "support/schedule.rs"]
 mod schedule;
 
+#[cfg(unix)]
+#[path = "support/fifo.rs"]
+mod fifo;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -1332,6 +1336,37 @@ fn a_state_naming_a_missing_model_file_still_plays_the_embedded_model() {
     let log = session.finish();
     check_pairing(&log);
     assert_clean(&plugin);
+}
+
+/// A session naming a FIFO or a device as its model (hand-edited, or written on another
+/// machine) neither hangs activation nor deactivation: the path is refused as not a regular
+/// file, the embedded model plays the default groove, and the session keeps naming the path.
+#[cfg(unix)]
+#[test]
+fn a_state_naming_a_fifo_or_device_as_the_model_plays_and_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = fifo::mkfifo(dir.path(), "model.safetensors");
+    for path in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let rate = 48_000.0;
+        let mut plugin = load();
+        let mut state = parse_state(&plugin.save_state());
+        state["fields"]["model"] = Value::String(serde_json::to_string(path).unwrap());
+        plugin.load_state(&write_state(&state)).expect("loading");
+        let mut timeline = Timeline::new(rate);
+        let mut session = Session::new(plugin.activate(rate, 512));
+        timeline.start(120.0, 0.0);
+        let end = timeline.sample_of_beat(4.0);
+        session.play_until(&mut timeline, end, &mut *random_sizes(3, 512));
+        timeline.stop();
+        let stop = timeline.block(64, Vec::new());
+        session.send(vec![stop]);
+        let want = timeline.expected_ons(&default_pattern(), &Settings::default(), end);
+        assert_eq!(session.ons(), want, "{path}");
+        let log = session.finish();
+        check_pairing(&log);
+        assert_eq!(parse_state(&plugin.save_state()), state, "{path}");
+        assert_clean(&plugin);
+    }
 }
 
 #[test]
