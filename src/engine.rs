@@ -160,6 +160,10 @@ impl Engine {
                  one has {dim}; load the file again to re-encode it",
                 z.len()
             )),
+            Slot::Unreadable { reason, .. } => fallback(format!(
+                "a corner saved in this session could not be read ({reason}); playing a seeded \
+                 groove there, and the saved corner is kept as it was"
+            )),
         }
     }
 

@@ -1111,6 +1111,49 @@ fn a_state_with_an_edited_corner_loads_and_plays_that_corner() {
     assert_clean(&plugin);
 }
 
+/// A session whose corners are partly unreadable (a kind from a newer version, a latent with a
+/// NaN written as null) loads the readable corners as saved and plays them, and saving writes
+/// every corner back exactly as it was read, so the user's corners are never replaced by defaults.
+#[test]
+fn a_state_with_unreadable_corners_keeps_the_others_and_saves_every_corner_back() {
+    let rate = 44_100.0;
+    let mut original = load();
+    set_non_default_parameters(&mut original);
+    let mut state = parse_state(&original.save_state());
+    let mut corners: Vec<Value> =
+        serde_json::from_str(state["fields"]["slots"].as_str().unwrap()).unwrap();
+    corners[0] = serde_json::json!({"kind": "euclidean", "steps": 16, "hits": 5});
+    corners[1] = serde_json::json!({"kind": "file", "name": "nan.mid", "z": [0.5, null]});
+    corners[2] = serde_json::json!({"kind": "seed", "seed": 11});
+    state["fields"]["slots"] = Value::String(serde_json::to_string(&corners).unwrap());
+    let mut plugin = load();
+    plugin
+        .load_state(&write_state(&state))
+        .expect("a state with unreadable corners still loads");
+    let saved = parse_state(&plugin.save_state());
+    let saved_corners: Vec<Value> =
+        serde_json::from_str(saved["fields"]["slots"].as_str().unwrap()).unwrap();
+    assert_eq!(saved_corners, corners, "every corner saved back as read");
+    let point = point_of_state(&saved);
+    assert_eq!(point.slots.0[2], Slot::Seed { seed: 11 });
+    assert_eq!(point.slots.0[3], point_of_state(&state).slots.0[3]);
+    assert!(matches!(point.slots.0[0], Slot::Unreadable { .. }));
+
+    // It plays: what the worker decodes for these corners (the unreadable ones on seeded
+    // fallbacks), at the exact samples.
+    let (timeline, blocks, end) = state_script(rate);
+    let played = play_script(&mut plugin, rate, &blocks);
+    let want = timeline.expected_ons(&decode(&point), &settings_of_state(&saved), end);
+    let mut got: Vec<On> = played
+        .iter()
+        .filter(|l| l.note.on)
+        .map(|l| (l.at, l.note.key, l.velocity(), l.note.channel))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    assert_clean(&plugin);
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Identity.
 

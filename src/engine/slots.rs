@@ -1,10 +1,24 @@
 //! The four morph corners A, B, C, D and what each holds. Plain data: persisted in the plugin state
 //! (as JSON), edited by the GUI or the CLI, read by the worker thread. The audio thread never
 //! touches it.
+//!
+//! A saved session is untrusted input (hand-edited, written by a newer version, damaged), and the
+//! corners are the user's work, so each corner is read on its own: one that does not read (an
+//! unknown kind, a non-finite or oversized latent, an absurd name) becomes [`Slot::Unreadable`],
+//! which plays a seeded fallback, says why, and writes its saved JSON back unchanged, so the next
+//! save never destroys what a newer version wrote. The other corners load as saved.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
+
+/// The longest corner name kept (a file name or a style), in bytes.
+pub const MAX_NAME_BYTES: usize = 1024;
+/// The longest latent a corner may hold (models have 128 or 256 dimensions).
+pub const MAX_LATENT: usize = 4096;
+/// The largest saved JSON of one unreadable corner that is kept to be written back; anything
+/// larger is hostile or broken, and only its reason is kept (the worker clones corners often).
+pub const MAX_KEPT_JSON_BYTES: usize = 64 * 1024;
 
 /// Number of morph corners.
 pub const SLOT_COUNT: usize = 4;
@@ -12,8 +26,7 @@ pub const SLOT_COUNT: usize = 4;
 pub const SLOT_NAMES: [char; SLOT_COUNT] = ['A', 'B', 'C', 'D'];
 
 /// What one corner of the morph pad holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Slot {
     /// A reproducible point from the prior: the same seed always gives the same groove.
     Seed { seed: u64 },
@@ -27,6 +40,84 @@ pub enum Slot {
         /// The encoder's mean for the chosen window.
         z: Vec<f32>,
     },
+    /// A corner from a saved session that could not be read. It plays a seeded fallback and is
+    /// saved back exactly as it was read (`saved` is its JSON, or `None` when it was too large
+    /// to keep).
+    Unreadable {
+        saved: Option<String>,
+        reason: String,
+    },
+}
+
+/// The saved form of the readable kinds (`{"kind": "seed", "seed": 7}`, ...).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum SavedSlot {
+    Seed { seed: u64 },
+    Style { name: String },
+    File { name: String, z: Vec<Option<f32>> },
+}
+
+impl Slot {
+    /// Reads one saved corner; never fails (see the module docs).
+    fn from_saved(value: serde_json::Value) -> Slot {
+        let unreadable = |reason: String, value: &serde_json::Value| {
+            let json = value.to_string();
+            Slot::Unreadable {
+                saved: (json.len() <= MAX_KEPT_JSON_BYTES).then_some(json),
+                reason,
+            }
+        };
+        let saved = match SavedSlot::deserialize(&value) {
+            Ok(saved) => saved,
+            Err(e) => return unreadable(e.to_string(), &value),
+        };
+        let name_ok = |name: &str| name.len() <= MAX_NAME_BYTES;
+        match saved {
+            SavedSlot::Seed { seed } => Slot::Seed { seed },
+            SavedSlot::Style { name } if name_ok(&name) => Slot::Style { name },
+            SavedSlot::File { name, z } if name_ok(&name) && z.len() <= MAX_LATENT => {
+                match z.iter().copied().collect::<Option<Vec<f32>>>() {
+                    Some(z) if z.iter().all(|v| v.is_finite()) => Slot::File { name, z },
+                    _ => unreadable("its latent holds non-finite values".into(), &value),
+                }
+            }
+            SavedSlot::Style { .. } | SavedSlot::File { .. } => unreadable(
+                format!("a name over {MAX_NAME_BYTES} bytes or a latent over {MAX_LATENT} values"),
+                &value,
+            ),
+        }
+    }
+}
+
+impl Serialize for Slot {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Slot::Seed { seed } => SavedSlot::Seed { seed: *seed }.serialize(serializer),
+            Slot::Style { name } => SavedSlot::Style { name: name.clone() }.serialize(serializer),
+            // Non-finite values are written as null (JSON has no NaN) and read back as an
+            // unreadable corner that keeps them, never as a failed session.
+            Slot::File { name, z } => SavedSlot::File {
+                name: name.clone(),
+                z: z.iter().map(|v| v.is_finite().then_some(*v)).collect(),
+            }
+            .serialize(serializer),
+            Slot::Unreadable {
+                saved: Some(json), ..
+            } => serde_json::from_str::<serde_json::Value>(json)
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
+            Slot::Unreadable { saved: None, .. } => serializer.serialize_unit(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Slot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Slot::from_saved(serde_json::Value::deserialize(
+            deserializer,
+        )?))
+    }
 }
 
 impl fmt::Display for Slot {
@@ -35,6 +126,7 @@ impl fmt::Display for Slot {
             Slot::Seed { seed } => write!(f, "seed:{seed}"),
             Slot::Style { name } => write!(f, "style:{name}"),
             Slot::File { name, .. } => write!(f, "file:{name}"),
+            Slot::Unreadable { reason, .. } => write!(f, "unreadable ({reason})"),
         }
     }
 }
@@ -61,9 +153,29 @@ impl FromStr for Slot {
 }
 
 /// The four corners. Defaults to four contrasting GMD styles; a model without style anchors falls
-/// back to seeds (see `Engine::latent_of`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// back to seeds (see `Engine::latent_of`). Saved as a JSON array; reading takes each corner on
+/// its own, and an array of another length keeps the corners it has (missing ones default).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Slots(pub [Slot; SLOT_COUNT]);
+
+impl<'de> Deserialize<'de> for Slots {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let values = Vec::<serde_json::Value>::deserialize(deserializer)?;
+        let mut slots = Slots::default();
+        for (i, (slot, value)) in slots.0.iter_mut().zip(values).enumerate() {
+            // Something that is not even a corner object is not a session's corners at all:
+            // the whole list is refused and the instance keeps the corners it has.
+            if !value.get("kind").is_some_and(serde_json::Value::is_string) {
+                return Err(serde::de::Error::custom(format!(
+                    "corner {} is not an object with a \"kind\"",
+                    SLOT_NAMES[i]
+                )));
+            }
+            *slot = Slot::from_saved(value);
+        }
+        Ok(slots)
+    }
+}
 
 impl Default for Slots {
     fn default() -> Self {
@@ -93,6 +205,71 @@ mod tests {
         ]);
         let json = serde_json::to_string(&slots).unwrap();
         assert_eq!(serde_json::from_str::<Slots>(&json).unwrap(), slots);
+    }
+
+    /// One bad corner (non-finite latent written as null, a kind from a newer version, a name
+    /// of a megabyte) leaves the others as saved, and every corner writes back what was read.
+    #[test]
+    fn each_corner_reads_on_its_own_and_writes_back_what_was_saved() {
+        let huge = "x".repeat(MAX_NAME_BYTES + 1);
+        let json = format!(
+            r#"[{{"kind":"file","name":"a.mid","z":[0.5,null]}},{{"kind":"seed","seed":3}},{{"kind":"euclidean","steps":5,"hits":3}},{{"kind":"style","name":"{huge}"}}]"#
+        );
+        let slots: Slots = serde_json::from_str(&json).unwrap();
+        assert!(
+            matches!(&slots.0[0], Slot::Unreadable { reason, .. } if reason.contains("non-finite"))
+        );
+        assert_eq!(slots.0[1], Slot::Seed { seed: 3 });
+        assert!(
+            matches!(&slots.0[2], Slot::Unreadable { reason, .. } if reason.contains("euclidean")),
+            "{:?}",
+            slots.0[2]
+        );
+        assert!(matches!(&slots.0[3], Slot::Unreadable { .. }));
+        // Saving writes back exactly what was read, and reading that gives the same corners.
+        let saved = serde_json::to_string(&slots).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        let read: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, read);
+        assert_eq!(serde_json::from_str::<Slots>(&saved).unwrap(), slots);
+    }
+
+    #[test]
+    fn a_non_finite_latent_saves_and_reads_back_without_losing_the_other_corners() {
+        let mut slots = Slots::default();
+        slots.0[2] = Slot::File {
+            name: "b.mid".into(),
+            z: vec![f32::NAN, 1.0],
+        };
+        let saved = serde_json::to_string(&slots).unwrap();
+        let back: Slots = serde_json::from_str(&saved).unwrap();
+        assert_eq!(back.0[0], slots.0[0]);
+        assert!(matches!(back.0[2], Slot::Unreadable { .. }));
+        assert_eq!(serde_json::to_string(&back).unwrap(), saved);
+    }
+
+    #[test]
+    fn short_long_and_oversized_corner_lists_keep_what_they_can() {
+        let two: Slots =
+            serde_json::from_str(r#"[{"kind":"seed","seed":1},{"kind":"seed","seed":2}]"#).unwrap();
+        assert_eq!(two.0[1], Slot::Seed { seed: 2 });
+        assert_eq!(two.0[2], Slots::default().0[2]);
+        let z = vec!["0.0"; MAX_LATENT + 1].join(",");
+        let big: Slots =
+            serde_json::from_str(&format!(r#"[{{"kind":"file","name":"a","z":[{z}]}}]"#)).unwrap();
+        match &big.0[0] {
+            Slot::Unreadable { saved, .. } => assert!(
+                saved
+                    .as_ref()
+                    .is_none_or(|s| s.len() <= MAX_KEPT_JSON_BYTES)
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(serde_json::from_str::<Slots>(r#"{"not":"a list"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Slots>("[1, 2]").is_err(),
+            "not corners at all"
+        );
     }
 
     #[test]

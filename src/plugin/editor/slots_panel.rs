@@ -72,6 +72,10 @@ pub fn show(ui: &mut Ui, params: &DrumVaeParams, link: &Link, state: &mut SlotsP
                     Slot::File { name, .. } => {
                         ui.label(format!("file {name}"));
                     }
+                    Slot::Unreadable { reason, .. } => {
+                        ui.label("unreadable")
+                            .on_hover_text(format!("from the saved session: {reason}"));
+                    }
                 }
                 let current_style = match &slot {
                     Slot::Style { name } => name.clone(),
