@@ -343,8 +343,16 @@ impl fmt::Display for Evaluation {
 }
 
 /// Named points in latent space for the plugin's presets: for each GMD genre (the part of the
-/// `style` label before the slash, e.g. `rock`, `funk`, `jazz`), the mean posterior mean of its
-/// validation windows. Uses the validation split so that anchors reflect held-out playing.
+/// `style` label before the slash, e.g. `rock`, `funk`, `jazz`), the posterior mean of one real
+/// validation window of that genre, the medoid: among the genre's windows with at least the
+/// genre's median number of hits, the one whose code is nearest the genre's mean code.
+///
+/// Why not the mean code itself (as before): averaging many codes shrinks them toward the origin
+/// and blurs them, and the decoder, thresholding at 0.5, turned the mean of the jazz windows into
+/// silence and the mean rock groove into hi-hats on the backbeat only. A medoid is a groove a
+/// drummer actually played in that style, so it decodes to something recognisable, while still
+/// sitting at the centre of the style. Uses the validation split so anchors reflect held-out
+/// playing.
 pub fn style_anchors(
     vae: &Vae,
     data: &crate::dataset::Dataset,
@@ -364,9 +372,28 @@ pub fn style_anchors(
         for chunk in patterns.chunks(256) {
             mus.extend(vae.encode(chunk)?.to_vec2::<f32>()?);
         }
-        anchors.insert(genre, latent::mean(&mus));
+        anchors.insert(genre, medoid(&patterns, &mus));
     }
     Ok(anchors)
+}
+
+/// The code of the pattern nearest the mean code among the patterns with at least the median
+/// number of hits (see [`style_anchors`]).
+fn medoid(patterns: &[Pattern], codes: &[Vec<f32>]) -> Vec<f32> {
+    let mut counts: Vec<usize> = patterns.iter().map(Pattern::hit_count).collect();
+    counts.sort_unstable();
+    let median = counts.get(counts.len() / 2).copied().unwrap_or(0);
+    let centre = latent::mean(codes);
+    let distance =
+        |z: &[f32]| -> f32 { z.iter().zip(&centre).map(|(a, b)| (a - b) * (a - b)).sum() };
+    patterns
+        .iter()
+        .zip(codes)
+        .filter(|(p, _)| p.hit_count() >= median)
+        .map(|(_, z)| z)
+        .min_by(|a, b| distance(a).total_cmp(&distance(b)))
+        .cloned()
+        .unwrap_or(centre)
 }
 
 #[cfg(test)]
@@ -405,5 +432,25 @@ mod tests {
         assert!((s.velocity_mae - (10.0 / 127.0 + 0.5) / 2.0).abs() < 1e-6);
         assert!((s.offset_mae_ms - (12.5 + 50.0) / 2.0).abs() < 1e-4);
         assert!((s.hit_precision - 1.0).abs() < 1e-12 && (s.hit_recall - 0.5).abs() < 1e-12);
+    }
+
+    /// The medoid is a real code (not the average), nearest the centre among the busier half.
+    #[test]
+    fn the_style_medoid_is_the_busy_groove_nearest_the_centre() {
+        let with_hits = |n: usize| {
+            let mut p = Pattern::default();
+            for step in 0..n {
+                p.cells[step][0] = Cell::hit(1.0, 0.0);
+            }
+            p
+        };
+        let patterns = [with_hits(2), with_hits(10), with_hits(12), with_hits(11)];
+        let codes = vec![
+            vec![0.0, 0.0], // nearest the centre, but sparse: not eligible
+            vec![3.0, 0.0],
+            vec![-1.0, 1.0], // eligible and nearest the centre (0.25, 0.5)
+            vec![-1.0, 1.0 + 1e-3],
+        ];
+        assert_eq!(medoid(&patterns, &codes), vec![-1.0, 1.0]);
     }
 }

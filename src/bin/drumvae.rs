@@ -130,6 +130,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Recompute a model's style anchors (the corners' `style:NAME` points: per GMD genre, the
+    /// code of a typical validation groove) and write the model with them; weights unchanged.
+    Anchors {
+        /// The model file (.safetensors written by `train`).
+        model: PathBuf,
+        /// The Groove MIDI Dataset folder (default: $DRUMVAE_GMD or ../shared/data/groove).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Where to write the model (may be MODEL itself; written atomically).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Draw grooves from the model's prior and write them to a .mid file, one after another.
     Sample {
         /// The model file.
@@ -333,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Anchors { model, data, out } => anchors_command(&model, data, &out),
         Command::Report {
             model,
             data,
@@ -620,6 +633,37 @@ fn report_command(
     eprintln!(
         "wrote report.json, samples.png and interpolation.png to {}",
         out.display()
+    );
+    Ok(())
+}
+
+fn anchors_command(
+    model: &std::path::Path,
+    data: Option<PathBuf>,
+    out: &std::path::Path,
+) -> Result<()> {
+    let bytes = model::file::read_model_bytes(model)?;
+    let (vae, _) = model::load_bytes(&bytes, &Device::Cpu)?;
+    let data = load_split(data, true, "validation", 0)?;
+    let anchors = evaluate::style_anchors(&vae, &data)?;
+    anyhow::ensure!(
+        !anchors.is_empty(),
+        "no genre labels in the data: style anchors need the GMD's info.csv"
+    );
+    let updated = model::file::with_metadata(
+        &bytes,
+        [(
+            "style_anchors".to_string(),
+            serde_json::to_string(&anchors)?,
+        )]
+        .into(),
+    )?;
+    drumvae::atomic_file::write(out, &updated)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!(
+        "wrote {} with style anchors for {}",
+        out.display(),
+        anchors.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }

@@ -153,6 +153,27 @@ pub fn save(
     })
 }
 
+/// The same model file with `updates` written into its metadata (other keys, and every tensor,
+/// byte for byte as they were): for refreshing what a model says about itself, such as its style
+/// anchors, without retraining. The format and config keys cannot be changed this way.
+pub fn with_metadata(
+    bytes: &[u8],
+    updates: HashMap<String, String>,
+) -> Result<Vec<u8>, ModelError> {
+    for key in [FORMAT_KEY, CONFIG_KEY] {
+        if updates.contains_key(key) {
+            return Err(ModelError::ReservedKey(key.to_string()));
+        }
+    }
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| container_error(bytes, e))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| container_error(bytes, e))?;
+    let mut metadata = header.metadata().clone().unwrap_or_default();
+    metadata.extend(updates);
+    safetensors::serialize(st.tensors(), Some(metadata)).map_err(|e| ModelError::Corrupt {
+        reason: format!("while writing: {e}"),
+    })
+}
+
 /// The largest model file read: 256 MB, several times the largest preset in f32.
 pub const MAX_MODEL_BYTES: u64 = 256_000_000;
 /// The largest safetensors header read (tensor table and metadata, style anchors included): 8 MB.
