@@ -5,6 +5,14 @@
 //! Candle reference against the plain-Rust fast decoder, side by side, with the fast decoder's
 //! weight-streaming rate. Reports the median of repeated runs.
 //!
+//! The training table's PyTorch column is measured in the same run: after our two kernels, each
+//! row runs `benches/pytorch_peer.py` (the same model and training step in PyTorch, `nn.LSTM`
+//! layers) as a subprocess with the same preset, batch, matrix-product thread count, warm-up and
+//! repeats, and shows the median it reports. Without torch (`python3 -c "import torch"` fails)
+//! the column is left empty (`-`). The peer inherits the environment: OpenMP's default
+//! spin-waiting makes it collapse on a machine busy with other work (see the script's notes on
+//! `OMP_WAIT_POLICY`), so compare on a quiet machine.
+//!
 //! Also: the fused layer's per-step recurrent products, general gemm against weights packed once.
 //!
 //! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode`,
@@ -12,6 +20,7 @@
 //! (elementwise) before running; the defaults below follow candle-notes.md.
 
 use std::hint::black_box;
+use std::process::Command;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
@@ -27,15 +36,6 @@ use drumvae::model::{
     Config, Vae, init::seeded_var_builder, load_bytes, patterns_to_tensor, to_bytes,
 };
 use drumvae::training::{Adam, AdamConfig, rng};
-
-/// The PyTorch 2.x CPU figures issue 4 measured on this machine (2 threads, same model and batch):
-/// the upper end of each range, so that ratios against them are conservative.
-const PYTORCH_EXAMPLES_PER_SECOND: [(&str, usize, f64); 4] = [
-    ("groovae", 64, 148.0),
-    ("groovae", 256, 170.0),
-    ("small", 64, 330.0),
-    ("small", 256, 304.0),
-];
 
 /// Matmul FLOPs of one training example (forward + backward = 3 x forward; elementwise work is
 /// not counted): what the achieved GFLOP/s figure is measured against (a large f32 matmul reaches
@@ -58,6 +58,22 @@ fn training_flops_per_example(c: &Config) -> f64 {
         + bars * 2.0 * hc * 2.0 * hd * c.decoder_layers as f64;
     let output = t * 2.0 * hd * f;
     3.0 * (encoder + conductor + bar_decoder + inits + output)
+}
+
+/// Matmul FLOPs per training example (counted as [`training_flops_per_example`] counts them) that
+/// the PyTorch peer does on top of ours: `nn.LSTM` takes no per-sequence input, so the peer
+/// concatenates z to every conductor step and c_u to every bar-decoder step, and projects them at
+/// every step where our layers project them once per sequence.
+fn peer_extra_flops(c: &Config) -> f64 {
+    let (steps, bars) = (STEPS as f64, BARS as f64);
+    let (hc, hd, z) = (
+        c.conductor_hidden as f64,
+        c.decoder_hidden as f64,
+        c.latent as f64,
+    );
+    let conductor = (bars - 1.0) * 2.0 * z * 4.0 * hc;
+    let bar_decoder = (steps - bars) * 2.0 * hc * 4.0 * hd;
+    3.0 * (conductor + bar_decoder)
 }
 
 /// One model and optimizer, stepped on the same batch.
@@ -92,6 +108,74 @@ impl TrainRun {
     }
 }
 
+/// The peer script, `benches/pytorch_peer.py`.
+const PYTORCH_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_peer.py");
+
+/// The version of torch `python3` imports, or why there is none.
+fn torch_version() -> Result<String, String> {
+    let not_installed = || "torch is not installed (pip install torch)".to_string();
+    let out = Command::new("python3")
+        .args(["-c", "import torch; print(torch.__version__)"])
+        .output()
+        .map_err(|_| not_installed())?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() && !version.is_empty() {
+        Ok(version)
+    } else {
+        Err(not_installed())
+    }
+}
+
+/// `2.5` of `2.5.1+cpu`.
+fn major_minor(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// Runs `benches/pytorch_peer.py` on the CPU and returns the median examples/second it measured.
+fn pytorch_peer(
+    preset: &str,
+    batch: usize,
+    threads: usize,
+    warmup: usize,
+    repeats: usize,
+) -> anyhow::Result<f64> {
+    let out = Command::new("python3")
+        .arg(PYTORCH_PEER)
+        .args(["--preset", preset, "--device", "cpu"])
+        .args(["--batch", &batch.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .args(["--warmup", &warmup.to_string()])
+        .args(["--repeats", &repeats.to_string()])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        anyhow::bail!(
+            "{}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            stdout.trim()
+        );
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .ok_or_else(|| anyhow::anyhow!("the peer printed nothing"))?;
+    let report: serde_json::Value = serde_json::from_str(line)?;
+    let asked = (
+        report["preset"].as_str(),
+        report["batch"].as_u64(),
+        report["threads"].as_u64(),
+    );
+    if asked != (Some(preset), Some(batch as u64), Some(threads as u64)) {
+        anyhow::bail!("the peer reports another run than asked for: {line}");
+    }
+    match report["examples_per_second_median"].as_f64() {
+        Some(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => anyhow::bail!("no examples_per_second_median in the peer's report: {line}"),
+    }
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs[xs.len() / 2]
@@ -112,15 +196,26 @@ fn main() -> anyhow::Result<()> {
     unsafe { drumvae::model::device::configure_threads(None) };
     let device = Device::Cpu;
     eprintln!(
-        "threads: RAYON_NUM_THREADS={:?} CANDLE_NUM_THREADS={:?}",
+        "threads: RAYON_NUM_THREADS={:?} CANDLE_NUM_THREADS={:?} (PyTorch peer: OMP_WAIT_POLICY={:?})",
         std::env::var("RAYON_NUM_THREADS").ok(),
-        std::env::var("CANDLE_NUM_THREADS").ok()
+        std::env::var("CANDLE_NUM_THREADS").ok(),
+        std::env::var("OMP_WAIT_POLICY").ok()
     );
 
     if only("train") {
         let patterns = dataset::gmd_split_patterns(Split::Validation)?;
+        // The matrix-product threads our kernels use (what gemm is given); the peer gets as many.
+        let threads = candle_core::utils::get_num_threads();
+        let torch = torch_version();
+        let torch_label = match &torch {
+            Ok(version) => format!("torch {}", major_minor(version)),
+            Err(why) => {
+                println!("PyTorch peer: {why}; column left empty");
+                "no torch".to_string()
+            }
+        };
         println!(
-            "| preset | batch | reference ex/s | fused ex/s | fused / reference | PyTorch ex/s (issue 4) | fused / PyTorch | fused GFLOP/s |"
+            "| preset | batch | reference ex/s | fused ex/s | fused / reference | PyTorch ex/s (measured, {torch_label}) | fused / PyTorch | fused GFLOP/s |"
         );
         println!("|---|---|---|---|---|---|---|---|");
         for (name, config) in [("small", Config::small()), ("groovae", Config::groovae())] {
@@ -149,20 +244,42 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 let [reference, fused] = times.map(median);
-                let pytorch = PYTORCH_EXAMPLES_PER_SECOND
-                    .iter()
-                    .find(|(n, b, _)| *n == name && *b == batch)
-                    .map(|p| p.2)
-                    .unwrap_or(f64::NAN);
+                // The peer right after ours, row by row, so that both see the same machine state
+                // (not with `-- fused`, which profiles our fused path alone).
+                let pytorch = match &torch {
+                    Ok(_) if skip_reference => None,
+                    Ok(_) => match pytorch_peer(name, batch, threads, 1, repeats) {
+                        Ok(rate) => Some(rate),
+                        Err(e) => {
+                            eprintln!("PyTorch peer failed for {name} at batch {batch}: {e:#}");
+                            None
+                        }
+                    },
+                    Err(_) => None,
+                };
                 let fused_rate = batch as f64 / fused;
+                let (pytorch_cell, ratio_cell) = match pytorch {
+                    Some(rate) => (format!("{rate:.0}"), format!("{:.2}x", fused_rate / rate)),
+                    None => ("-".to_string(), "-".to_string()),
+                };
                 println!(
-                    "| {name} | {batch} | {:.1} | {fused_rate:.1} | {:.2}x | {pytorch:.0} | {:.2}x | {:.0} |",
+                    "| {name} | {batch} | {:.1} | {fused_rate:.1} | {:.2}x | {pytorch_cell} | {ratio_cell} | {:.0} |",
                     batch as f64 / reference,
                     reference / fused,
-                    fused_rate / pytorch,
                     training_flops_per_example(&config) * fused_rate / 1e9,
                 );
             }
+        }
+        if torch.is_ok() {
+            println!(
+                "(PyTorch: benches/pytorch_peer.py on the CPU, {threads} threads. nn.LSTM has no \
+                 per-sequence input, so it projects z and c_u at every step: {:.0}% (small) and \
+                 {:.0}% (groovae) more matmul FLOPs per example than ours.)",
+                100.0 * peer_extra_flops(&Config::small())
+                    / training_flops_per_example(&Config::small()),
+                100.0 * peer_extra_flops(&Config::groovae())
+                    / training_flops_per_example(&Config::groovae()),
+            );
         }
     }
 
