@@ -105,6 +105,41 @@ fn ensure_debian_packages() -> Result<(), String> {
     run(apt_get(&install))
 }
 
+/// pkg-config names of the libraries the editor and standalone builds link.
+const PKG_CONFIG_NAMES: &[&str] = &["x11", "x11-xcb", "xcursor", "xrandr", "gl", "alsa", "jack"];
+
+/// Without dpkg nothing is installed for the user: check with pkg-config (and for Xvfb) that
+/// what the suite links and runs is there, or say what is missing and stop.
+fn check_other_linux() -> Result<(), String> {
+    let mut missing: Vec<&str> = PKG_CONFIG_NAMES
+        .iter()
+        .copied()
+        .filter(|name| {
+            !Command::new("pkg-config")
+                .args(["--exists", name])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if Command::new("Xvfb").arg("-help").output().is_err() {
+        missing.push("Xvfb (with Mesa's OpenGL)");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "not a Debian-based system, and the tests need: {}; install your distribution's \
+         development packages for them (Debian names: {}), then run `cargo xtask test` again \
+         (or `cargo test` for everything but the editor tests)",
+        missing.join(", "),
+        DEBIAN_PACKAGES
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>()
+            .join(" ")
+    ))
+}
+
 /// The README's test command: set-up, then `cargo test` with the editor and standalone features.
 pub fn test(root: &Path, extra: &[String]) -> Result<(), String> {
     let linux = cfg!(target_os = "linux");
@@ -112,14 +147,7 @@ pub fn test(root: &Path, extra: &[String]) -> Result<(), String> {
         if Path::new("/usr/bin/dpkg-query").exists() {
             ensure_debian_packages()?;
         } else {
-            eprintln!(
-                "not a Debian-based system: make sure the development packages for X11, XCB, OpenGL, ALSA and JACK, and Xvfb with Mesa, are installed (Debian names: {})",
-                DEBIAN_PACKAGES
-                    .iter()
-                    .map(|(p, _)| *p)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+            check_other_linux()?;
         }
     }
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
