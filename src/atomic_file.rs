@@ -7,9 +7,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a mix.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_with(path, |file, _| file.write_all(bytes))
+}
+
+/// Fills a new file for `path` with `fill(open file, its path)` and renames it over `path`, so
+/// readers see the old file or the new one, never a mix. The temporary file is created first,
+/// exclusively, beside `path`; `fill` may write through the handle or reopen the path (the plot
+/// backend writes by path and picks the format from the extension, which the temporary name
+/// keeps). It is synced before the rename and removed if anything fails.
+pub fn write_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let (tmp, mut file) = create_temp(path)?;
     let result = (|| {
-        file.write_all(bytes)?;
+        fill(&mut file, &tmp)?;
         file.sync_all()?;
         drop(file);
         std::fs::rename(&tmp, path)
@@ -23,17 +35,22 @@ pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 /// Numbers the temporary files of this process.
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Creates `dir/.name.PID-N.tmp` beside the target (so the rename never crosses file systems),
-/// exclusively: two writers in one process (plugin instances in one host) or in two never share
-/// a temporary file, and a symlink planted at that name is refused rather than followed.
-fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+/// The temporary name of attempt `n` for `path`: `dir/.PID-N.tmp.name`, beside the target (so
+/// the rename never crosses file systems), hidden, and ending in the target's own extension.
+fn temp_name(path: &Path, n: u64) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
+    path.with_file_name(format!(".{}-{n}.tmp.{name}", std::process::id()))
+}
+
+/// Creates the next temporary file for `path` exclusively: two writers in one process (plugin
+/// instances in one host) or in two never share a temporary file, and a symlink planted at that
+/// name is refused rather than followed.
+fn create_temp(path: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
     loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()));
+        let tmp = temp_name(path, COUNTER.fetch_add(1, Ordering::Relaxed));
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -91,10 +108,7 @@ mod tests {
         // Plant links at the next few temporary names this process could pick.
         let next = super::COUNTER.load(super::Ordering::Relaxed);
         for n in next..next + 16 {
-            let tmp = dir
-                .path()
-                .join(format!(".a.bin.{}-{n}.tmp", std::process::id()));
-            std::os::unix::fs::symlink(&victim, tmp).unwrap();
+            std::os::unix::fs::symlink(&victim, super::temp_name(&path, n)).unwrap();
         }
         super::write(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");

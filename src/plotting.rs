@@ -4,7 +4,6 @@
 //! and the evaluation report, on whichever thread draws.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use plotters::chart::{ChartBuilder, ChartContext, SeriesLabelPosition};
 use plotters::coord::{CoordTranslate, Shift};
@@ -28,26 +27,15 @@ pub fn register_fonts() -> Result<(), String> {
 }
 
 /// Draws an image with `draw(temporary path)` and renames it over `path`, so a reader never sees
-/// half an image. The temporary file sits beside `path` (same file system), keeps its extension
-/// (the bitmap backend picks the format from it) and carries the process id and a per-process
-/// counter, so two plots drawn at once never share one.
+/// half an image: [`crate::atomic_file::write_with`], whose temporary file keeps the extension the
+/// bitmap backend picks the format from.
 pub fn write_atomically(
     path: &Path,
     draw: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), String> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = path.with_file_name(format!(".{}-{n}.tmp.{name}", std::process::id()));
     register_fonts()?;
-    let result = draw(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| e.to_string()));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic_file::write_with(path, |_, tmp| draw(tmp).map_err(std::io::Error::other))
+        .map_err(|e| e.to_string())
 }
 
 /// A chart on `area` with the project's look: a 20 px caption and room for axis labels.
