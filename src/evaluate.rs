@@ -267,35 +267,14 @@ pub fn evaluate(
 
 /// Hits per step per voice of `prior_samples` patterns decoded from seeded N(0, I) draws.
 fn prior_density(model: &Vae, options: &EvalOptions) -> Result<[f64; VOICES]> {
-    let mut hits = [0u64; VOICES];
-    let n = options.prior_samples;
-    let latent_size = model.config.latent;
-    let mut done = 0;
-    while done < n {
-        let batch = options.batch_size.max(1).min(n - done);
-        let z: Vec<f32> = (0..batch)
-            .flat_map(|i| {
-                latent::seeded_z(options.seed.wrapping_add((done + i) as u64), latent_size)
-            })
-            .collect();
-        let z = Tensor::from_vec(z, (batch, latent_size), model.device())?;
-        let decode = DecodeOptions {
-            temperature: 1.0,
-            density: 0.0,
-            seed: options.seed.wrapping_add(done as u64),
-        };
-        for p in model.decode(&z, &decode)? {
-            for (v, c) in p.hits_per_voice().into_iter().enumerate() {
-                hits[v] += c as u64;
-            }
-        }
-        done += batch;
-    }
-    let mut density = [0.0; VOICES];
-    for v in 0..VOICES {
-        density[v] = hits[v] as f64 / (n.max(1) * STEPS) as f64;
-    }
-    Ok(density)
+    let patterns = samples::prior_patterns(
+        model,
+        options.prior_samples,
+        1.0,
+        options.seed,
+        options.batch_size,
+    )?;
+    Ok(samples::PatternStats::of(&patterns).density)
 }
 
 impl fmt::Display for Scores {

@@ -81,7 +81,7 @@ pub fn model_report(
     let mut priors = Vec::new();
     for &t in &options.temperatures {
         progress(&format!("{} prior samples at T = {t}", options.samples));
-        let patterns = prior_patterns(vae, options.samples, t, options.seed)?;
+        let patterns = prior_patterns(vae, options.samples, t, options.seed, 256)?;
         priors.push((t, PatternStats::of(&patterns)));
     }
     progress(&format!(

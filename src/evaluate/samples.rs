@@ -85,17 +85,19 @@ impl PatternStats {
 }
 
 /// `count` patterns decoded from seeded prior draws (groove `i` from seed `seed + i`, as `drumvae
-/// sample` does) at `temperature`, in batches of 256.
+/// sample` does) at `temperature`, in batches of `batch` (batch `k` draws its hits with seed
+/// `seed + k * batch`, so the batch size is part of what is reproduced).
 pub fn prior_patterns(
     vae: &Vae,
     count: usize,
     temperature: f32,
     seed: u64,
+    batch: usize,
 ) -> Result<Vec<Pattern>> {
     let latent_size = vae.config.latent;
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
-        let batch = (count - out.len()).min(256);
+        let batch = (count - out.len()).min(batch.max(1));
         let first = out.len();
         let z: Vec<f32> = (0..batch)
             .flat_map(|i| latent::seeded_z(seed.wrapping_add((first + i) as u64), latent_size))
