@@ -30,7 +30,8 @@ pub const SLOT_NAMES: [char; SLOT_COUNT] = ['A', 'B', 'C', 'D'];
 pub enum Slot {
     /// A reproducible point from the prior: the same seed always gives the same groove.
     Seed { seed: u64 },
-    /// A genre's mean latent from the model file's `style_anchors` (e.g. "rock", "funk").
+    /// A genre's anchor from the model file's `style_anchors` (e.g. "rock", "funk"): the code of
+    /// a typical validation groove of that genre (see `evaluate::style_anchors`).
     Style { name: String },
     /// A groove the user loaded, already encoded. The latent itself is stored (not only the path)
     /// so a saved session reproduces exactly even when the MIDI file has moved or changed.
@@ -44,7 +45,7 @@ pub enum Slot {
     /// saved back exactly as it was read (`saved` is its JSON, or `None` when it was too large
     /// to keep).
     Unreadable {
-        saved: Option<String>,
+        saved: Option<serde_json::Value>,
         reason: String,
     },
 }
@@ -61,31 +62,25 @@ enum SavedSlot {
 impl Slot {
     /// Reads one saved corner; never fails (see the module docs).
     fn from_saved(value: serde_json::Value) -> Slot {
-        let unreadable = |reason: String, value: &serde_json::Value| {
-            let json = value.to_string();
-            Slot::Unreadable {
-                saved: (json.len() <= MAX_KEPT_JSON_BYTES).then_some(json),
-                reason,
-            }
-        };
-        let saved = match SavedSlot::deserialize(&value) {
-            Ok(saved) => saved,
-            Err(e) => return unreadable(e.to_string(), &value),
-        };
         let name_ok = |name: &str| name.len() <= MAX_NAME_BYTES;
-        match saved {
-            SavedSlot::Seed { seed } => Slot::Seed { seed },
-            SavedSlot::Style { name } if name_ok(&name) => Slot::Style { name },
-            SavedSlot::File { name, z } if name_ok(&name) && z.len() <= MAX_LATENT => {
+        let reason = match SavedSlot::deserialize(&value) {
+            Err(e) => e.to_string(),
+            Ok(SavedSlot::Seed { seed }) => return Slot::Seed { seed },
+            Ok(SavedSlot::Style { name }) if name_ok(&name) => return Slot::Style { name },
+            Ok(SavedSlot::File { name, z }) if name_ok(&name) && z.len() <= MAX_LATENT => {
                 match z.iter().copied().collect::<Option<Vec<f32>>>() {
-                    Some(z) if z.iter().all(|v| v.is_finite()) => Slot::File { name, z },
-                    _ => unreadable("its latent holds non-finite values".into(), &value),
+                    Some(z) if z.iter().all(|v| v.is_finite()) => return Slot::File { name, z },
+                    _ => "its latent holds non-finite values".into(),
                 }
             }
-            SavedSlot::Style { .. } | SavedSlot::File { .. } => unreadable(
-                format!("a name over {MAX_NAME_BYTES} bytes or a latent over {MAX_LATENT} values"),
-                &value,
-            ),
+            Ok(SavedSlot::Style { .. } | SavedSlot::File { .. }) => {
+                format!("a name over {MAX_NAME_BYTES} bytes or a latent over {MAX_LATENT} values")
+            }
+        };
+        let kept = value.to_string().len() <= MAX_KEPT_JSON_BYTES;
+        Slot::Unreadable {
+            saved: kept.then_some(value),
+            reason,
         }
     }
 }
@@ -103,10 +98,8 @@ impl Serialize for Slot {
             }
             .serialize(serializer),
             Slot::Unreadable {
-                saved: Some(json), ..
-            } => serde_json::from_str::<serde_json::Value>(json)
-                .map_err(serde::ser::Error::custom)?
-                .serialize(serializer),
+                saved: Some(value), ..
+            } => value.serialize(serializer),
             Slot::Unreadable { saved: None, .. } => serializer.serialize_unit(),
         }
     }
@@ -261,7 +254,7 @@ mod tests {
             Slot::Unreadable { saved, .. } => assert!(
                 saved
                     .as_ref()
-                    .is_none_or(|s| s.len() <= MAX_KEPT_JSON_BYTES)
+                    .is_none_or(|s| s.to_string().len() <= MAX_KEPT_JSON_BYTES)
             ),
             other => panic!("{other:?}"),
         }
