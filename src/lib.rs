@@ -15,5 +15,6 @@ pub mod plugin;
 pub mod render;
 pub mod sequencer;
 pub mod training;
+pub mod untrusted_file;
 
 pub use groove::{Cell, Pattern, Voice};

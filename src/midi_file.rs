@@ -23,6 +23,7 @@ use midly::num::{u4, u7, u15, u24, u28};
 use midly::{Format, Header, MetaMessage, MidiMessage, Smf, Timing, TrackEvent, TrackEventKind};
 
 use crate::groove::{BARS, Cell, Pattern, STEPS, STEPS_PER_BAR, STEPS_PER_BEAT, VOICES, Voice};
+use crate::untrusted_file::{self, ReadError};
 
 /// Files longer than this many bars are refused: a hostile delta time could otherwise ask for a
 /// grid of billions of steps. 20,000 bars is over 11 hours at 120 BPM.
@@ -217,33 +218,18 @@ pub struct Performance {
 
 /// Reads and parses a `.mid` file.
 pub fn read_file(path: &Path) -> Result<Performance, MidiError> {
-    use std::io::Read;
     let label = path.display().to_string();
-    // A path typed into the editor or saved in a session is untrusted: only a regular file is
-    // opened (a FIFO would block the worker in `open`, a device never ends) and the read is
-    // bounded, even if the file grows meanwhile.
-    let meta = std::fs::metadata(path).map_err(|e| MidiError::new(&label, e))?;
-    if !meta.is_file() {
-        return Err(MidiError::new(&label, MidiErrorKind::NotAFile));
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(MidiError::new(
+    // A path typed into the editor or saved in a session is untrusted (see `untrusted_file`).
+    let bytes = untrusted_file::read(path, MAX_FILE_BYTES).map_err(|e| {
+        MidiError::new(
             &label,
-            MidiErrorKind::TooLarge { bytes: meta.len() },
-        ));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| MidiError::new(&label, e))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(MidiError::new(
-            &label,
-            MidiErrorKind::TooLarge {
-                bytes: bytes.len() as u64,
+            match e {
+                ReadError::NotAFile => MidiErrorKind::NotAFile,
+                ReadError::TooLarge { bytes } => MidiErrorKind::TooLarge { bytes },
+                ReadError::Io(e) => MidiErrorKind::Io(e),
             },
-        ));
-    }
+        )
+    })?;
     parse(&bytes, &label)
 }
 

@@ -13,6 +13,7 @@ use candle_nn::{Init, VarBuilder, VarMap};
 use safetensors::{SafeTensorError, SafeTensors};
 
 use super::{Config, Vae};
+use crate::untrusted_file::{self, ReadError};
 
 /// The value of the `format` metadata key. Bump it when the tensor layout or the meaning of a
 /// config field changes, so old readers refuse new files instead of misreading them.
@@ -192,45 +193,34 @@ pub fn load_file(path: &Path, device: &Device) -> Result<(Vae, ModelInfo), Model
 
 /// The bytes of a model file, read with the checks [`load_file`] describes.
 pub fn read_model_bytes(path: &Path) -> Result<Vec<u8>, ModelError> {
-    use std::io::Read;
-    let io = |source: std::io::Error| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
+    let refused = |e: ReadError| match e {
+        ReadError::NotAFile => ModelError::NotAFile {
+            path: path.to_path_buf(),
+        },
+        ReadError::TooLarge { bytes } => ModelError::TooLarge {
+            path: path.to_path_buf(),
+            size: bytes,
+        },
+        ReadError::Io(source) => ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
-    if !meta.is_file() {
-        return Err(ModelError::NotAFile {
-            path: path.to_path_buf(),
-        });
-    }
-    if meta.len() > MAX_MODEL_BYTES {
-        return Err(ModelError::TooLarge {
-            path: path.to_path_buf(),
-            size: meta.len(),
-        });
-    }
-    let mut file = std::fs::File::open(path)
-        .map_err(io)?
-        .take(MAX_MODEL_BYTES + 1);
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut file = untrusted_file::open(path, MAX_MODEL_BYTES).map_err(refused)?;
+    let mut bytes = Vec::with_capacity(file.reported_len() as usize);
+    let read = |e: std::io::Error| refused(ReadError::Io(e));
     // The 8-byte header length, then the header: enough to refuse a file that is not ours.
-    (&mut file).take(8).read_to_end(&mut bytes).map_err(io)?;
+    file.read_up_to(8, &mut bytes).map_err(read)?;
     if bytes.len() == 8 {
         let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
         // A header that does not fit the file is left to `load_bytes`, which explains a
         // truncated or corrupt file; a well-formed header of someone else's file stops here.
-        if n <= MAX_HEADER_BYTES && n <= meta.len().saturating_sub(8) {
-            (&mut file).take(n).read_to_end(&mut bytes).map_err(io)?;
+        if n <= MAX_HEADER_BYTES && n <= file.reported_len().saturating_sub(8) {
+            file.read_up_to(n, &mut bytes).map_err(read)?;
             check_header(&bytes)?;
         }
     }
-    file.read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > MAX_MODEL_BYTES {
-        return Err(ModelError::TooLarge {
-            path: path.to_path_buf(),
-            size: bytes.len() as u64,
-        });
-    }
+    file.read_rest(&mut bytes).map_err(refused)?;
     Ok(bytes)
 }
 
