@@ -56,6 +56,23 @@ fn start(controls: &Arc<TestControls>) -> (Generator, PatternReceiver) {
     Generator::spawn(c, DeviceRequest::Cpu, None).expect("thread starts")
 }
 
+/// Polls `done` every 5 ms until it holds; fails with `failure()` after [`WAIT`].
+fn wait_for(mut done: impl FnMut() -> bool, failure: impl Fn() -> String) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}", failure());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until one of the worker's status messages satisfies `matches`.
+fn wait_for_message(generator: &Generator, matches: impl Fn(&str) -> bool, failure: &str) {
+    wait_for(
+        || generator.status().messages.iter().any(|m| matches(m)),
+        || format!("{failure}: {:?}", generator.status().messages),
+    );
+}
+
 /// Polls the receiver (as the audio thread does every block) until a pattern arrives.
 fn next_pattern(rx: &mut PatternReceiver) -> Pattern {
     let deadline = Instant::now() + WAIT;
@@ -158,11 +175,10 @@ fn loading_a_midi_file_into_a_corner_encodes_it_and_moves_the_pattern() {
             window: 0,
         })
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !matches!(controls.point().slots.0[0], Slot::File { .. }) {
-        assert!(Instant::now() < deadline, "the corner was not filled");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(
+        || matches!(controls.point().slots.0[0], Slot::File { .. }),
+        || "the corner was not filled".into(),
+    );
     assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
     let after = next_pattern(&mut rx);
     assert_ne!(before, after);
@@ -177,16 +193,11 @@ fn loading_a_midi_file_into_a_corner_encodes_it_and_moves_the_pattern() {
             window: 0,
         })
         .unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !generator
-        .status()
-        .messages
-        .iter()
-        .any(|m| m.contains("/nonexistent.mid") && m.contains("corner B"))
-    {
-        assert!(Instant::now() < deadline, "no report");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_message(
+        &generator,
+        |m| m.contains("/nonexistent.mid") && m.contains("corner B"),
+        "no report",
+    );
     assert_eq!(controls.point().slots, kept);
 }
 
@@ -252,16 +263,15 @@ fn a_short_loop_loads_into_a_corner() {
                 window: 0,
             })
             .unwrap();
-        let deadline = Instant::now() + WAIT;
-        while !matches!(&controls.point().slots.0[2], Slot::File { name, .. } if name == &format!("loop{bars}.mid"))
-        {
-            let messages = generator.status().messages;
-            assert!(
-                Instant::now() < deadline,
-                "the {bars}-bar loop did not fill corner C: {messages:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_for(
+            || matches!(&controls.point().slots.0[2], Slot::File { name, .. } if name == &format!("loop{bars}.mid")),
+            || {
+                format!(
+                    "the {bars}-bar loop did not fill corner C: {:?}",
+                    generator.status().messages
+                )
+            },
+        );
     }
 }
 
@@ -302,16 +312,11 @@ fn a_panic_in_the_worker_is_reported_and_the_worker_keeps_going() {
     controls
         .panic_next
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let deadline = Instant::now() + WAIT;
-    while !generator
-        .status()
-        .messages
-        .iter()
-        .any(|m| m.contains("internal error in the worker") && m.contains("deliberate test panic"))
-    {
-        assert!(Instant::now() < deadline, "the panic was not reported");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_message(
+        &generator,
+        |m| m.contains("internal error in the worker") && m.contains("deliberate test panic"),
+        "the panic was not reported",
+    );
     controls.point.lock().x = 1.0;
     assert!(generator.wait_until_settled(controls.as_ref(), WAIT));
     let after = next_pattern(&mut rx);

@@ -414,14 +414,7 @@ impl<'p> Session<'p> {
 
     /// Note-ons as (absolute sample, key, MIDI velocity, channel), sorted.
     fn ons_between(&self, from: u64, until: u64) -> Vec<On> {
-        let mut ons: Vec<On> = self
-            .log
-            .iter()
-            .filter(|l| l.note.on && (from..until).contains(&l.at))
-            .map(|l| (l.at, l.note.key, l.velocity(), l.note.channel))
-            .collect();
-        ons.sort_unstable();
-        ons
+        ons_between(&self.log, from, until)
     }
 
     fn ons(&self) -> Vec<On> {
@@ -479,6 +472,22 @@ fn check_pairing(log: &[Logged]) {
 }
 
 /// No protocol violations noticed by the host, no errors logged by the plugin.
+/// The note-ons of `log` in `from..until`, sorted.
+fn ons_between(log: &[Logged], from: u64, until: u64) -> Vec<On> {
+    let mut ons: Vec<On> = log
+        .iter()
+        .filter(|l| l.note.on && (from..until).contains(&l.at))
+        .map(|l| (l.at, l.note.key, l.velocity(), l.note.channel))
+        .collect();
+    ons.sort_unstable();
+    ons
+}
+
+/// Every note-on of `log`, sorted.
+fn all_ons(log: &[Logged]) -> Vec<On> {
+    ons_between(log, 0, u64::MAX)
+}
+
 fn assert_clean(plugin: &PluginUnderTest) {
     assert!(plugin.violations().is_empty(), "{:?}", plugin.violations());
     let errors: Vec<_> = plugin
@@ -1027,12 +1036,7 @@ fn a_saved_state_restores_bit_identical_output_in_a_fresh_instance() {
     assert!(point.temperature > 0.0 && point.seed == 1234);
     let pattern = decode(&point);
     let want = timeline.expected_ons(&pattern, &settings, end);
-    let mut got: Vec<On> = a
-        .iter()
-        .filter(|l| l.note.on)
-        .map(|l| (l.at, l.note.key, l.velocity(), l.note.channel))
-        .collect();
-    got.sort_unstable();
+    let got = all_ons(&a);
     assert_eq!(got, want);
     let defaults = timeline.expected_ons(&default_pattern(), &Settings::default(), end);
     assert_ne!(got, defaults);
@@ -1101,13 +1105,7 @@ fn a_state_with_an_edited_corner_loads_and_plays_that_corner() {
     assert_ne!(before, after, "corner A changed the groove");
     let pattern = decode(&point_of_state(&state));
     let want = timeline.expected_ons(&pattern, &settings_of_state(&state), end);
-    let mut got: Vec<On> = after
-        .iter()
-        .filter(|l| l.note.on)
-        .map(|l| (l.at, l.note.key, l.velocity(), l.note.channel))
-        .collect();
-    got.sort_unstable();
-    assert_eq!(got, want);
+    assert_eq!(all_ons(&after), want);
     assert_clean(&plugin);
 }
 
@@ -1144,13 +1142,7 @@ fn a_state_with_unreadable_corners_keeps_the_others_and_saves_every_corner_back(
     let (timeline, blocks, end) = state_script(rate);
     let played = play_script(&mut plugin, rate, &blocks);
     let want = timeline.expected_ons(&decode(&point), &settings_of_state(&saved), end);
-    let mut got: Vec<On> = played
-        .iter()
-        .filter(|l| l.note.on)
-        .map(|l| (l.at, l.note.key, l.velocity(), l.note.channel))
-        .collect();
-    got.sort_unstable();
-    assert_eq!(got, want);
+    assert_eq!(all_ons(&played), want);
     assert_clean(&plugin);
 }
 
@@ -1353,17 +1345,17 @@ fn garbage_and_truncated_states_are_refused_and_playing_goes_on_unchanged() {
     assert!(plugin.violations().is_empty(), "{:?}", plugin.violations());
 }
 
-#[test]
-fn a_state_naming_a_missing_model_file_still_plays_the_embedded_model() {
+/// Loads a state whose model path is `path` (a file that cannot be the model), then plays 8 beats:
+/// the embedded model plays the default groove at the exact samples, every note ends, and the
+/// session still names `path` (so it loads again once the file is back).
+fn a_state_naming_model_plays_the_embedded_model(path: &str) {
     let rate = 48_000.0;
-    let missing = "/nonexistent/drumvae-test/missing-model.safetensors";
     let mut plugin = load();
     let mut state = parse_state(&plugin.save_state());
     assert_eq!(state["fields"]["model"], "null");
-    state["fields"]["model"] = Value::String(serde_json::to_string(missing).unwrap());
+    state["fields"]["model"] = Value::String(serde_json::to_string(path).unwrap());
     plugin.load_state(&write_state(&state)).expect("loading");
-    // The session still names the file (so it loads again once the file is back).
-    assert_eq!(parse_state(&plugin.save_state()), state);
+    assert_eq!(parse_state(&plugin.save_state()), state, "{path}");
 
     let mut timeline = Timeline::new(rate);
     let mut session = Session::new(plugin.activate(rate, 4096));
@@ -1375,40 +1367,30 @@ fn a_state_naming_a_missing_model_file_still_plays_the_embedded_model() {
     session.send(vec![stop]);
     let want = timeline.expected_ons(&default_pattern(), &Settings::default(), end);
     assert!(want.len() > 8, "{} note-ons", want.len());
-    assert_eq!(session.ons(), want);
+    assert_eq!(session.ons(), want, "{path}");
     let log = session.finish();
     check_pairing(&log);
+    assert_eq!(parse_state(&plugin.save_state()), state, "{path}");
     assert_clean(&plugin);
+}
+
+#[test]
+fn a_state_naming_a_missing_model_file_still_plays_the_embedded_model() {
+    a_state_naming_model_plays_the_embedded_model(
+        "/nonexistent/drumvae-test/missing-model.safetensors",
+    );
 }
 
 /// A session naming a FIFO or a device as its model (hand-edited, or written on another
 /// machine) neither hangs activation nor deactivation: the path is refused as not a regular
-/// file, the embedded model plays the default groove, and the session keeps naming the path.
+/// file and the embedded model plays, as for a missing file.
 #[cfg(unix)]
 #[test]
 fn a_state_naming_a_fifo_or_device_as_the_model_plays_and_closes() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = fifo::mkfifo(dir.path(), "model.safetensors");
     for path in [fifo.to_str().unwrap(), "/dev/zero"] {
-        let rate = 48_000.0;
-        let mut plugin = load();
-        let mut state = parse_state(&plugin.save_state());
-        state["fields"]["model"] = Value::String(serde_json::to_string(path).unwrap());
-        plugin.load_state(&write_state(&state)).expect("loading");
-        let mut timeline = Timeline::new(rate);
-        let mut session = Session::new(plugin.activate(rate, 512));
-        timeline.start(120.0, 0.0);
-        let end = timeline.sample_of_beat(4.0);
-        session.play_until(&mut timeline, end, &mut *random_sizes(3, 512));
-        timeline.stop();
-        let stop = timeline.block(64, Vec::new());
-        session.send(vec![stop]);
-        let want = timeline.expected_ons(&default_pattern(), &Settings::default(), end);
-        assert_eq!(session.ons(), want, "{path}");
-        let log = session.finish();
-        check_pairing(&log);
-        assert_eq!(parse_state(&plugin.save_state()), state, "{path}");
-        assert_clean(&plugin);
+        a_state_naming_model_plays_the_embedded_model(path);
     }
 }
 
