@@ -28,9 +28,10 @@ use candle_nn::VarMap;
 use drumvae::dataset::{self, Split};
 use drumvae::groove::{BARS, FEATURES, STEPS};
 use drumvae::latent::seeded_z;
+use drumvae::model::cpu::fast_decoder::{FastDecoder, Kernel};
+use drumvae::model::cpu::packed_matmul::PackedRhs;
+use drumvae::model::cpu::product;
 use drumvae::model::decoder::DecodeOptions;
-use drumvae::model::fast_decoder::{FastDecoder, Kernel};
-use drumvae::model::fused_lstm::{self, PackedRhs};
 use drumvae::model::lstm::{LstmKernel, with_kernel};
 use drumvae::model::{
     Config, Vae, init::seeded_var_builder, load_bytes, patterns_to_tensor, to_bytes,
@@ -326,7 +327,7 @@ fn recurrent(quick: bool) -> anyhow::Result<()> {
                 let (mut gemm_times, mut packed_times) = (Vec::new(), Vec::new());
                 for i in 0..repeats + 3 {
                     let t0 = Instant::now();
-                    fused_lstm::matmul(
+                    product::matmul_f32(
                         &mut dst,
                         n,
                         true,

@@ -7,16 +7,14 @@
 //! Where we deviate from MusicVAE/GrooVAE, the item says so: the conductor reads z at every bar,
 //! sigma has a floor of [`encoder::SIGMA_FLOOR`], and teacher-forced bars run as one batch.
 
+pub mod cpu;
 pub mod decoder;
 pub mod device;
 pub mod embedded;
 pub mod encoder;
-pub mod fast_decoder;
 pub mod file;
-pub mod fused_lstm;
 pub mod init;
 pub mod lstm;
-pub mod lstm_cell;
 
 use std::sync::{Arc, Mutex};
 
@@ -26,10 +24,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::groove::{FEATURES, Pattern, STEPS, VOICES};
 
+pub use cpu::fast_decoder::FastDecoder;
 pub use decoder::{DecodeOptions, Decoder, DecoderOutput, SampleTrace};
 pub use device::{DeviceError, DeviceRequest, select_device};
 pub use encoder::Encoder;
-pub use fast_decoder::FastDecoder;
 pub use file::{FORMAT, ModelError, ModelInfo, load_bytes, load_file, save, to_bytes};
 pub use init::seeded_var_builder;
 

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use drumvae::groove::{FEATURES, STEPS, VOICES};
 use drumvae::latent::seeded_z;
-use drumvae::model::fast_decoder::{FastDecoder, Kernel};
+use drumvae::model::cpu::fast_decoder::{FastDecoder, Kernel};
 use drumvae::model::{
     Config, DecodeOptions, DecoderKind, SampleTrace, Vae, embedded, load_bytes, seeded_var_builder,
     to_bytes,

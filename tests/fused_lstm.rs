@@ -292,7 +292,7 @@ fn training_curves_match_the_reference_step_for_step() {
 
 #[test]
 fn wrong_shapes_are_refused_with_an_error() {
-    use drumvae::model::fused_lstm::lstm_layer;
+    use drumvae::model::cpu::fused_lstm::lstm_layer;
     let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &CPU).unwrap();
     let (gx, s) = (zeros(&[3, 2, 8]), zeros(&[2, 2]));
     assert!(lstm_layer(&gx, &zeros(&[8, 2]), &s, &s, &zeros(&[8])).is_ok());

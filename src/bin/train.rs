@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use drumvae::dataset::{self, BeatType, Dataset, Filter, Source, Split};
 use drumvae::evaluate::{self, EvalOptions, Evaluation};
+use drumvae::model::cpu::precision::{Precision, with_precision};
 use drumvae::model::device::{DeviceRequest, select_device};
 use drumvae::model::lstm::{LstmKernel, with_kernel};
 use drumvae::model::{self, Config, DecoderKind, HeadLoss};
@@ -115,6 +116,11 @@ struct Args {
     /// CPU) or `reference` (Candle's per-step ops; for comparing training curves).
     #[arg(long, default_value = "fused")]
     lstm_kernel: LstmKernel,
+    /// Operand precision of the LSTM layers' matrix products: `bf16` (bf16 operands, f32
+    /// accumulation; weights, optimizer state and the loss stay f32) or `f32`. Default: bf16 where
+    /// the CPU has AVX-512 BF16, else f32.
+    #[arg(long)]
+    precision: Option<Precision>,
     /// Prior samples drawn for the density check in the final evaluation.
     #[arg(long, default_value_t = 512)]
     prior_samples: usize,
@@ -264,53 +270,63 @@ fn run(args: Args) -> Result<()> {
         })
         .context("cannot install the Ctrl-C handler")?;
     }
+    let (precision, why_not) = args
+        .precision
+        .unwrap_or_else(Precision::fastest)
+        .on_this_cpu();
+    if let Some(why_not) = why_not {
+        eprintln!("{why_not}");
+    }
+    eprintln!("products in {precision}");
     let mut epoch_bar = ProgressBar::hidden();
-    let outcome = with_kernel(args.lstm_kernel, || {
-        trainer::train(
-            &settings,
-            &train_set,
-            &validation_set,
-            &device,
-            &run_dir,
-            resume,
-            &stop,
-            |event| match event {
-                Event::EpochStart { epoch, batches } => {
-                    epoch_bar = bar(
-                        batches,
-                        "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
-                    );
-                    epoch_bar.set_prefix((epoch + 1).to_string());
-                }
-                Event::Step {
-                    loss,
-                    examples_per_sec,
-                    ..
-                } => {
-                    epoch_bar.inc(1);
-                    epoch_bar.set_message(format!(
-                        "loss {:.2} KL {:.1} | {examples_per_sec:.0} ex/s",
-                        loss.total, loss.kl
-                    ));
-                }
-                Event::Epoch { row, verdict } => {
-                    epoch_bar.finish_and_clear();
-                    let val = row.val.map_or(f64::NAN, |v| v.total);
-                    let mark = if verdict == Verdict::Improved {
-                        " (best)"
-                    } else {
-                        ""
-                    };
-                    eprintln!(
-                        "epoch {}: train {:.3} (KL {:.1}), validation {val:.3}{mark}, {:.0} ex/s",
-                        row.epoch + 1,
-                        row.train.total,
-                        row.train.kl,
-                        row.examples_per_sec
-                    );
-                }
-            },
-        )
+    let outcome = with_precision(precision, || {
+        with_kernel(args.lstm_kernel, || {
+            trainer::train(
+                &settings,
+                &train_set,
+                &validation_set,
+                &device,
+                &run_dir,
+                resume,
+                &stop,
+                |event| match event {
+                    Event::EpochStart { epoch, batches } => {
+                        epoch_bar = bar(
+                            batches,
+                            "epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} ({eta})",
+                        );
+                        epoch_bar.set_prefix((epoch + 1).to_string());
+                    }
+                    Event::Step {
+                        loss,
+                        examples_per_sec,
+                        ..
+                    } => {
+                        epoch_bar.inc(1);
+                        epoch_bar.set_message(format!(
+                            "loss {:.2} KL {:.1} | {examples_per_sec:.0} ex/s",
+                            loss.total, loss.kl
+                        ));
+                    }
+                    Event::Epoch { row, verdict } => {
+                        epoch_bar.finish_and_clear();
+                        let val = row.val.map_or(f64::NAN, |v| v.total);
+                        let mark = if verdict == Verdict::Improved {
+                            " (best)"
+                        } else {
+                            ""
+                        };
+                        eprintln!(
+                            "epoch {}: train {:.3} (KL {:.1}), validation {val:.3}{mark}, {:.0} ex/s",
+                            row.epoch + 1,
+                            row.train.total,
+                            row.train.kl,
+                            row.examples_per_sec
+                        );
+                    }
+                },
+            )
+        })
     })?;
     match outcome.finish {
         Finish::Interrupted => {
@@ -367,6 +383,7 @@ fn run(args: Args) -> Result<()> {
         "min_lr": args.min_lr,
         "lr_decay": args.lr_decay,
         "epochs_requested": args.epochs,
+        "precision": precision.to_string(),
         "elapsed_secs": outcome.metrics.last().map(|r| r.elapsed_secs),
     });
     let extra = HashMap::from([

@@ -127,7 +127,7 @@ impl Decoder {
     }
 
     /// [`Decoder::sample`], also returning every step's predictions: the reference that
-    /// [`super::fast_decoder::FastDecoder`] is tested and benchmarked against.
+    /// [`super::cpu::fast_decoder::FastDecoder`] is tested and benchmarked against.
     pub fn sample_traced(&self, z: &Tensor, opts: &DecodeOptions) -> Result<SampleTrace> {
         let mut sampler = Sampler::new(z.dim(0)?, opts, z.device());
         match self {
@@ -220,7 +220,7 @@ pub struct Hierarchical {
 }
 
 impl Hierarchical {
-    /// The weights, for [`super::fast_decoder`]: `(conductor_init, conductor, bar_init, bar,
+    /// The weights, for [`super::cpu::fast_decoder`]: `(conductor_init, conductor, bar_init, bar,
     /// output)`.
     pub(crate) fn parts(&self) -> (&Linear, &StackedLstm, &Linear, &StackedLstm, &Linear) {
         (
@@ -308,7 +308,7 @@ pub struct Flat {
 }
 
 impl Flat {
-    /// The weights, for [`super::fast_decoder`]: `(init, lstm, output)`.
+    /// The weights, for [`super::cpu::fast_decoder`]: `(init, lstm, output)`.
     pub(crate) fn parts(&self) -> (&Linear, &StackedLstm, &Linear) {
         (&self.init, &self.lstm, &self.output)
     }
@@ -349,7 +349,7 @@ impl Flat {
 }
 
 /// The sampling rule of one decode, shared by the Candle reference ([`Sampler`]) and
-/// [`super::fast_decoder`], so that both draw exactly the same hits.
+/// [`super::cpu::fast_decoder`], so that both draw exactly the same hits.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct HitSampling {
     /// Sanitised temperature (0 = threshold).

@@ -1,6 +1,6 @@
 //! Our LSTM layer and its stacked wrapper: the one place in DrumVAE where recurrent math lives for
 //! training and for the Candle reference decode. Runs wherever the model runs: in the training CLI,
-//! and for decoding on GPUs and in tests. CPU decoding goes through `fast_decoder.rs`, which
+//! and for decoding on GPUs and in tests. CPU decoding goes through `cpu/fast_decoder.rs`, which
 //! copies these weights out and is tested against this code.
 //!
 //! The encoder and both decoders only call [`StackedLstm`] (`prepare` → `condition` → `step` /
@@ -20,7 +20,7 @@
 //! no faster (equal at B 8 / H 64, slower at B 64 / H 256).
 //!
 //! Whole sequences (`seq`/`last`: the encoder and the teacher-forced decoders) run on the CPU as
-//! one fused op per layer ([`super::fused_lstm`]): the input projections of all steps in one
+//! one fused op per layer ([`super::cpu::fused_lstm`]): the input projections of all steps in one
 //! matmul, then the recurrence with a hand-written backward. The per-step tensor path stays as the
 //! reference it is tested against, for other devices, and for stepping (sampling, the conductor);
 //! [`with_kernel`] picks the path for sequences on the calling thread.
@@ -31,7 +31,8 @@ use std::sync::OnceLock;
 use candle_core::{D, DType, Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::fused_lstm::lstm_layer;
+use super::cpu::fused_lstm::lstm_layer;
+use super::cpu::projection::project;
 
 /// How [`Stepper::seq`] and [`Stepper::last`] run a sequence.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -500,9 +501,7 @@ impl Stepper<'_> {
             let gx = match &layer.w_x_t {
                 Some(w_x_t) => {
                     let width = below.dim(2)?;
-                    below
-                        .reshape((steps * batch, width))?
-                        .matmul(w_x_t)?
+                    project(&below.reshape((steps * batch, width))?, w_x_t)?
                         .reshape((steps, batch, g4))?
                 }
                 None => Tensor::zeros((steps, batch, g4), DType::F32, x.device())?,

@@ -12,18 +12,18 @@
 //! encoder's grid, the teacher-forced decoder targets, the layer below's outputs), so autograd
 //! takes care of `W_ih`, the biases and the inputs through ordinary, efficient ops.
 //!
-//! CPU and f32 only (the `cuda` build falls back to the reference per-step path in `lstm.rs`).
-
-mod packed_matmul;
+//! The products run in the precision the calling thread chose ([`super::precision`]: f32, or bf16
+//! operands with f32 accumulation), recorded in the op so that its backward pass uses the same;
+//! the gate math, cell state and every buffer stay f32. CPU only (the `cuda` build falls back to
+//! the reference per-step path in `lstm.rs`).
 
 use super::lstm_cell as gates;
-
-pub use packed_matmul::PackedRhs;
+use super::precision::{Precision, current_precision};
+use super::product::{self, PackedWeights};
 
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Below this many cells per step (batch x hidden) the gate math of a step stays on one thread:
@@ -87,6 +87,7 @@ pub fn lstm_layer(
         batch,
         hidden,
         per_row,
+        precision: current_precision(),
         saved: Mutex::new(None),
     };
     gx.contiguous()?.apply_op3(&w_hh.contiguous()?, &packed, op)
@@ -103,6 +104,8 @@ struct LstmLayerOp {
     hidden: usize,
     /// Whether the bias has one row per batch row (else one shared row).
     per_row: bool,
+    /// The products' precision, fixed when the op is built.
+    precision: Precision,
     /// Gate activations after their nonlinearities (`[T, B, 4H]`: σ(i), σ(f), tanh(g), σ(o)),
     /// written by `cpu_fwd`, read by `bwd`. A mutex only because `CustomOp3` takes `&self`; it is
     /// never contended (forward and backward of one node never overlap).
@@ -129,73 +132,6 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-/// Splits work over the rayon pool only when a matmul is big enough to pay for the handoff.
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    let threads = candle_core::utils::get_num_threads();
-    if threads > 1 && m * n * k >= 1 << 18 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// `dst [m, n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs [m, k] · rhs [k, n]`, with
-/// each operand given by its row and column strides: the general gemm (as Candle calls it), used
-/// for the one large weight-gradient product per layer. Public for the benchmark that compares
-/// it with [`PackedRhs`] on the per-step shapes.
-///
-/// # Panics
-/// If a slice is too short for its shape and strides.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    dst: &mut [f32],
-    dst_rs: usize,
-    accumulate: bool,
-    (m, n, k): (usize, usize, usize),
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    assert!(
-        dst.len() >= (m - 1) * dst_rs + n,
-        "matmul destination too small"
-    );
-    assert!(
-        lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs,
-        "matmul lhs too small"
-    );
-    assert!(
-        rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs,
-        "matmul rhs too small"
-    );
-    // SAFETY: the asserts above keep every index gemm touches inside the three slices; `dst` is
-    // a unique borrow, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        );
-    }
-}
-
 impl CustomOp3 for LstmLayerOp {
     fn name(&self) -> &'static str {
         "fused-lstm-layer"
@@ -218,7 +154,7 @@ impl CustomOp3 for LstmLayerOp {
         let bh = b * h;
         let (s0, bias) = packed.split_at(2 * bh);
         // W_hhᵀ [H, 4H] packed once for all steps (element (k, gate) is w[gate * H + k]).
-        let w_t = PackedRhs::new(w, (h, g4), (1, h));
+        let mut w_t = PackedWeights::new(self.precision, w, (h, g4), (1, h));
         let mut acts = gx.to_vec();
         for step in acts.chunks_mut(b * g4) {
             for (r, row) in step.chunks_mut(g4).enumerate() {
@@ -248,7 +184,7 @@ impl CustomOp3 for LstmLayerOp {
             };
             let a = &mut acts[t * b * g4..(t + 1) * b * g4];
             // a += h_prev [B, H] · W_hhᵀ [H, 4H]
-            w_t.matmul(a, g4, true, b, h_prev, h);
+            w_t.matmul(a, g4, true, (b, h), h_prev, h);
             let c_out = &mut c_rest[..bh];
             let h_out = &mut h_rest[..bh];
             let row = |(r, (a, (c_out, h_out))): ForwardRow<'_>| {
@@ -301,7 +237,7 @@ impl CustomOp3 for LstmLayerOp {
         // Gradients flowing into step t from step t + 1 (and, at the end, into the initial state).
         let mut dh_next = vec![0f32; bh];
         // W_hh [4H, H] packed once for all steps' `dA · W_hh`.
-        let w_packed = PackedRhs::new(w, (g4, h), (h, 1));
+        let mut w_packed = PackedWeights::new(self.precision, w, (g4, h), (h, 1));
         let mut dc_next = vec![0f32; bh];
         for t in (0..t_len).rev() {
             let act = &acts[t * b * g4..(t + 1) * b * g4];
@@ -340,7 +276,7 @@ impl CustomOp3 for LstmLayerOp {
                     .for_each(row);
             }
             // dh_prev [B, H] = dA_t [B, 4H] · W_hh [4H, H]
-            w_packed.matmul(&mut dh_next, h, false, b, da, g4);
+            w_packed.matmul(&mut dh_next, h, false, (b, g4), da, g4);
         }
 
         // dW_hh [4H, H] = Σ_t dA_tᵀ · h_{t-1}: all steps in one matmul over [T·B] rows.
@@ -348,7 +284,8 @@ impl CustomOp3 for LstmLayerOp {
         h_prev.extend_from_slice(&s0[..bh]);
         h_prev.extend_from_slice(&hs[..(t_len - 1) * bh]);
         let mut dw = vec![0f32; g4 * h];
-        matmul(
+        product::matmul(
+            self.precision,
             &mut dw,
             h,
             false,

@@ -14,7 +14,7 @@
 //! never happens without fast-math, so `a * b + c` rounds twice in both.
 
 #[cfg(target_arch = "x86_64")]
-use super::device::cpu_has_avx2_fma;
+use crate::model::device::cpu_has_avx2_fma;
 
 /// `e^x` for f32, vectorisable. Inputs are clamped to ±88 (beyond that the sigmoid and tanh
 /// callers are saturated anyway).

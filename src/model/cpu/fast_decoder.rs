@@ -1,6 +1,6 @@
 //! Autoregressive decoding in plain Rust: [`Decoder::sample`] without Candle, for the CPU. Runs on
 //! the plugin's worker thread every time the morph pad moves, in `drumvae render`, and in
-//! evaluation; [`super::Vae::decode`] picks it whenever the model lives on the CPU.
+//! evaluation; [`crate::model::Vae::decode`] picks it whenever the model lives on the CPU.
 //!
 //! Why not Candle: a batch-1 decode is 64 sequential steps of matrix-VECTOR products plus a few
 //! thousand elementwise ops. Through Candle every op allocates a fresh tensor and dispatches
@@ -41,11 +41,11 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::Linear;
 use rand_chacha::ChaCha8Rng;
 
-use super::decoder::{DecodeOptions, Decoder, HitSampling, SampleTrace};
-use super::device::cpu_has_avx2_fma;
-use super::lstm::StackedLstm;
 use super::lstm_cell;
 use crate::groove::{BARS, FEATURES, STEPS, STEPS_PER_BAR, VOICES};
+use crate::model::decoder::{DecodeOptions, Decoder, HitSampling, SampleTrace};
+use crate::model::device::cpu_has_avx2_fma;
+use crate::model::lstm::StackedLstm;
 
 /// Output rows per tile: 64 f32 accumulators are 8 AVX registers, leaving the other 8 for the
 /// broadcast input and the weights in flight.
@@ -439,7 +439,7 @@ struct FastLayer {
 }
 
 impl FastLayer {
-    fn new(layer: &super::lstm::Lstm) -> Result<FastLayer> {
+    fn new(layer: &crate::model::lstm::Lstm) -> Result<FastLayer> {
         let (w_ih, w_hh, b_ih, b_hh) = layer.weights();
         let (hidden, input, cond) = (layer.hidden(), layer.input(), layer.cond());
         let g = 4 * hidden;
