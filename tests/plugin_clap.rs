@@ -898,6 +898,7 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
             tempo_bpm: host.tempo_bpm,
             pos_beats: host.pos_beats.map(host_beat),
             sample_rate: rate,
+            loop_beats: None,
         };
         sequencer.process(&transport, block.frames, &settings, &mut |e| {
             library.push((

@@ -78,6 +78,7 @@ impl Host {
                 tempo_bpm: tempo,
                 pos_beats: host_position.then(|| self.sample as f64 / spb),
                 sample_rate,
+                loop_beats: None,
             };
             self.block(&t, len, settings);
         }
@@ -164,6 +165,7 @@ fn stopped(sample_rate: f64) -> Transport {
         tempo_bpm: 120.0,
         pos_beats: None,
         sample_rate,
+        loop_beats: None,
     }
 }
 
@@ -173,6 +175,7 @@ fn at(tempo: f64, pos: f64, sample_rate: f64) -> Transport {
         tempo_bpm: tempo,
         pos_beats: Some(pos),
         sample_rate,
+        loop_beats: None,
     }
 }
 
@@ -554,6 +557,7 @@ fn free_running_clock_without_host_position_advances_with_samples() {
             tempo_bpm: f64::NAN,
             pos_beats: None,
             sample_rate: rate,
+            loop_beats: None,
         };
         host.block(&t, 700, &settings);
     }
@@ -620,6 +624,7 @@ fn random_transports_keep_every_note_on_paired_and_events_ordered() {
                 tempo_bpm: tempo,
                 pos_beats: with_position.then_some(beat),
                 sample_rate: rate,
+                loop_beats: None,
             };
             host.block(&t, len, &settings);
             if playing {
