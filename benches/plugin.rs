@@ -57,6 +57,7 @@ fn process_core(c: &mut Criterion) {
                 tempo_bpm: 120.0,
                 pos_beats: Some(pos),
                 sample_rate: RATE,
+                loop_beats: None,
             };
             player.play_block(&params, &state, black_box(&transport), BLOCK, &mut |e| {
                 events += u64::from(e.on);

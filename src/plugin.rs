@@ -71,7 +71,10 @@ impl DrumVae {
 
 /// The sequencer's transport for one block, from the host's. A host that reports neither a tempo
 /// nor a position nor "playing" gives no transport at all: then the pattern runs free at 120 BPM
-/// so the plugin still plays (e.g. in a live-only host).
+/// so the plugin still plays (e.g. in a live-only host). The loop range is passed on whenever the
+/// host reports looping as active (nice-plug derives it in beats from seconds or samples if
+/// need be): many VST3 hosts do not split their blocks at the loop end, so the sequencer wraps
+/// at the loop end's sample itself.
 fn transport_of(host: &nice_plug::prelude::Transport, sample_rate: f64) -> Transport {
     let pos_beats = host.pos_beats();
     let no_transport = host.tempo.is_none() && pos_beats.is_none() && !host.playing;
@@ -80,6 +83,7 @@ fn transport_of(host: &nice_plug::prelude::Transport, sample_rate: f64) -> Trans
         tempo_bpm: host.tempo.unwrap_or(f64::NAN),
         pos_beats,
         sample_rate,
+        loop_beats: host.loop_range_beats(),
     }
 }
 

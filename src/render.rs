@@ -218,6 +218,7 @@ pub fn render(engine: &Engine, opts: &RenderOptions) -> anyhow::Result<Rendered>
             tempo_bpm: opts.tempo_bpm,
             pos_beats: Some(start as f64 / samples_per_beat),
             sample_rate: opts.sample_rate,
+            loop_beats: None,
         };
         sequencer.process(&transport, len as u32, &opts.settings, &mut |event| {
             out.notes.push(RenderedNote {

@@ -21,13 +21,14 @@
 //!
 //! # Samples
 //! A beat sounds at absolute sample `anchor_sample + round((beat - anchor_beat) * (60 / tempo *
-//! sample_rate))` ([`f64::round`]: half away from zero), where the anchor is the first sample of the
-//! block where play started, the tempo (or sample rate) last changed, or the host position last
-//! moved away from the clock by more than [`RESYNC_SAMPLES`] (see `clock.rs`). For a steady tempo that is the block-start formula
-//! `round((beat - block_start_beat) * 60 / tempo * sample_rate)`, computed once from the anchor so
-//! the result is exact and identical for every block size. An event belongs to the block whose
-//! `[start, end)` sample range contains it; within a block events come in time order, and at one
-//! sample all note-offs come before all note-ons.
+//! sample_rate))` ([`f64::round`]: half away from zero), where the anchor is the first sample of
+//! the block where play started, the tempo (or sample rate) last changed, or the host position
+//! last moved away from the clock by more than [`RESYNC_SAMPLES`] (see `clock.rs`); after each
+//! wrap of a host loop the anchor's beat is one loop length lower. For a steady tempo that is the
+//! block-start formula `round((beat - block_start_beat) * 60 / tempo * sample_rate)`, computed
+//! once from the anchor so the result is exact and identical for every block size. An event
+//! belongs to the block whose `[start, end)` sample range contains it; within a block events come
+//! in time order, and at one sample all note-offs come before all note-ons.
 //!
 //! # Notes
 //! Each note-on's note-off follows `note_length_steps` later (measured at the tempo of the block
@@ -48,6 +49,20 @@
 //! - Smaller differences re-anchor on the host (hits in a skipped sliver play at sample 0, hits
 //!   already played are not repeated).
 //! - Tempo changes between blocks: each block takes its tempo from the transport at its start.
+//! - Host loop ([`Transport::loop_beats`], for hosts that do not split their blocks at the loop
+//!   end): while the playhead is before the loop end, the block that reaches it plays the hits
+//!   before the loop end's sample, then the playhead wraps to the loop start at exactly that
+//!   sample. A pass begins like a start at the loop start (its grid steps' early hits sound at the
+//!   wrap sample, every other hit at or after the loop start on time, so the loop start's downbeat
+//!   sounds on the wrap sample), except that sounding notes play on to their note-offs. A short
+//!   loop wraps as often as it ends within one block. The next block's host position, folded back
+//!   into the loop, continues the clock. Hits of grid steps at or after the loop end (even their
+//!   early hits, which would double the loop start's downbeat) do not play while the loop is on,
+//!   and neither do hits that fall at or after the loop end's sample. A host that splits its block
+//!   at the loop end and reports the loop start there (within the jump tolerance of the clock's
+//!   loop end) wraps at that block's first sample. A playhead started at or past the loop end
+//!   plays on, as hosts do. Ranges the sequencer cannot honour (reversed, shorter than
+//!   [`MIN_LOOP_BEATS`], non-finite, huge) count as no loop: the host's jump back is then a jump.
 //! - No host position (`pos_beats: None`): a free-running clock starts at beat 0 when play starts
 //!   and advances with the samples processed, at the transport's tempo (120 BPM if it has none).
 //!
@@ -57,22 +72,27 @@
 //! come from the old pattern (late hits included), steps from it on from the new (early hits
 //! included). The switch step is the first one whose earliest possible hit (offset -0.5 scaled by
 //! `timing_amount`) is still ahead of the playhead, so no step ever plays from both patterns.
-//! While stopped, and on a start or jump, the pending pattern takes over at once.
+//! While stopped, and on a start, jump or loop wrap, the pending pattern takes over at once, and
+//! the newest pattern then owns every step (a playhead back before an earlier switch step does not
+//! bring the older pattern back).
 //! [`Sequencer::switch_count`] counts switches, so the caller knows when to hand the old pattern
 //! back to the worker.
 
 mod clock;
+mod host_loop;
 mod notes;
 
 pub use clock::{
     DEFAULT_TEMPO_BPM, FALLBACK_SAMPLE_RATE, JUMP_TOLERANCE_BEATS, MAX_POSITION_BEATS,
     RESYNC_SAMPLES, TEMPO_RANGE_BPM,
 };
+pub use host_loop::{MIN_LOOP_BEATS, MIN_LOOP_SAMPLES};
 
 use crate::groove::{
     DEFAULT_OUTPUT_PITCHES, Pattern, STEPS, STEPS_PER_BAR, STEPS_PER_BEAT, VOICES,
 };
 use clock::{Clock, Sync};
+use host_loop::HostLoop;
 use notes::{Key, SoundingNotes};
 
 /// Largest `timing_amount`: offsets doubled.
@@ -89,7 +109,8 @@ const FLOOR_MARGIN_BEATS: f64 = 1e-7;
 /// `j` (offsets reach one step early and 1 1/3 steps late with timing 200 % and full swing).
 const SLICE_CAPACITY: usize = 3 * VOICES;
 /// Note-ons buffered while they share one sample (so their retrigger note-offs go first). At most
-/// 3 steps x 9 voices can share one (catch-up is bounded by the jump tolerance), so it never fills.
+/// 3 steps x 9 voices can share one (catch-up is bounded by the jump tolerance, and a restart or
+/// loop wrap gathers only early hits, at most a step early), so it never fills.
 const GROUP_CAPACITY: usize = 64;
 /// Steps remembered as played; hits move at most 2 1/3 steps, so 16 is plenty.
 const PLAYED_SLOTS: usize = 16;
@@ -109,6 +130,11 @@ pub struct Transport {
     pub pos_beats: Option<f64>,
     /// Samples per second; converts beats to sample offsets.
     pub sample_rate: f64,
+    /// The host's loop (cycle) range in quarter notes, `(start, end)` with the end exclusive, while
+    /// looping is on; `None` when it is off or unknown. Needed for hosts that do not split their
+    /// blocks at the loop end: the sequencer then wraps from the end to the start at the exact
+    /// sample (see "Transport" above). A range it cannot honour counts as `None`.
+    pub loop_beats: Option<(f64, f64)>,
 }
 
 /// Where a pending pattern takes over.
@@ -277,6 +303,67 @@ impl Candidate {
     };
 }
 
+/// A stretch of one block that the playhead crosses without wrapping: the whole block, or the part
+/// before or after a host-loop wrap.
+#[derive(Clone, Copy)]
+struct Span {
+    /// First absolute sample; early hits of a restart that fall before it sound here.
+    from: i64,
+    /// Absolute sample after the last one.
+    until: i64,
+    /// In a span that (re)starts the playhead (start, jump, loop wrap): the first grid step at or
+    /// after the new position. Its early hits, and any later step's, that fall before the position
+    /// still play, at `from`: a start on a bar line keeps that bar line's early downbeat.
+    restart: Option<i64>,
+    /// Hits of this grid step and later ones do not play: the first step past the loop end the
+    /// playhead is heading for ([`HostLoop::end_step`]); `i64::MAX` without a loop.
+    step_limit: i64,
+}
+
+/// Note-ons that share one absolute sample, held back until the next sample comes so that every
+/// note-off due at theirs goes first ([`play_group`]).
+struct Group {
+    notes: [Candidate; GROUP_CAPACITY],
+    len: usize,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            notes: [Candidate::NONE; GROUP_CAPACITY],
+            len: 0,
+        }
+    }
+
+    /// Adds a note-on (in time order), playing the held ones first if it comes later.
+    fn push(
+        &mut self,
+        c: Candidate,
+        notes: &mut SoundingNotes,
+        block_start: i64,
+        play: &Play,
+        out: &mut impl FnMut(NoteEvent),
+    ) {
+        if self.len > 0 && (self.notes[0].sample != c.sample || self.len == GROUP_CAPACITY) {
+            self.flush(notes, block_start, play, out);
+        }
+        self.notes[self.len] = c;
+        self.len += 1;
+    }
+
+    /// Plays the held note-ons.
+    fn flush(
+        &mut self,
+        notes: &mut SoundingNotes,
+        block_start: i64,
+        play: &Play,
+        out: &mut impl FnMut(NoteEvent),
+    ) {
+        play_group(notes, &self.notes[..self.len], block_start, play, out);
+        self.len = 0;
+    }
+}
+
 /// Which (step, voice) hits the playhead has already passed, for the last [`PLAYED_SLOTS`] steps.
 struct Played {
     /// Per slot `step mod PLAYED_SLOTS`: the absolute step it holds and a bit per voice.
@@ -433,12 +520,9 @@ impl Sequencer {
         let end = start + i64::from(block_len);
         self.next_block = end;
 
-        // In the block where play starts or jumps: the first grid step at or after the new
-        // position. Its early hits (and those of any later step) that fall before the position
-        // still play, at the block's first sample: a start on a bar line keeps that bar line's
-        // early downbeat.
+        let mut host_loop = HostLoop::of(transport);
         let mut restart = None;
-        match self.clock.sync(transport, start) {
+        match self.clock.sync(transport, start, host_loop) {
             Sync::Stopped => {
                 release_all(&mut self.notes, out);
                 self.commit_all_pending();
@@ -446,11 +530,11 @@ impl Sequencer {
             }
             Sync::Started { beat } | Sync::Jumped { beat } => {
                 release_all(&mut self.notes, out);
-                self.commit_all_pending();
-                self.played.clear();
-                self.floor_beat = beat;
-                restart = Some(restart_step(beat));
+                restart = Some(self.restart_at(beat));
+                // A playhead put at or past the loop end plays on, as hosts do.
+                host_loop = host_loop.filter(|lp| beat < lp.end());
             }
+            Sync::Wrapped { loop_start } => restart = Some(self.restart_at(loop_start)),
             Sync::Continued => {
                 // Never catch up on more than the jump tolerance, whatever happened before.
                 self.floor_beat = self
@@ -461,33 +545,39 @@ impl Sequencer {
         let play = Play::new(settings, self.clock.samples_per_beat());
         self.schedule_pending(&play, start);
 
-        let mut first_slice = (self.floor_beat * 4.0).floor() as i64;
-        if let Some(k) = restart {
-            // Offsets reach at most one step early: the restart step's early hits lie in slice k-1.
-            first_slice = first_slice.min(k - 1);
-        }
-        let last_slice = (self.clock.beat_at(end) * 4.0).floor() as i64 + 1;
-        let mut slice = [Candidate::NONE; SLICE_CAPACITY];
-        let mut group = [Candidate::NONE; GROUP_CAPACITY];
-        let mut grouped = 0;
-        for j in first_slice..=last_slice {
-            let n = self.collect_slice(j, &play, start, end, restart, &mut slice);
-            let found = &mut slice[..n];
-            found.sort_unstable_by(|a, b| {
-                a.step_time
-                    .total_cmp(&b.step_time)
-                    .then(a.voice.cmp(&b.voice))
-            });
-            for &c in found.iter() {
-                if grouped > 0 && (group[0].sample != c.sample || grouped == GROUP_CAPACITY) {
-                    play_group(&mut self.notes, &group[..grouped], start, &play, out);
-                    grouped = 0;
+        // One span up to each loop wrap in the block, then one to the block end.
+        let mut group = Group::new();
+        let mut from = start;
+        loop {
+            let mut span = Span {
+                from,
+                until: end,
+                restart,
+                step_limit: i64::MAX,
+            };
+            let mut wraps = None;
+            if let Some(lp) = host_loop {
+                // Samples from `from` to the loop end's sample; negative once the playhead has
+                // passed it (then it plays on). Zero only in the block's first span: after a wrap
+                // the loop end is at least `MIN_LOOP_SAMPLES` ahead again.
+                let ahead = self.clock.samples_until(lp.end(), from);
+                if ahead >= 0.0 {
+                    span.step_limit = lp.end_step();
+                    if ahead < (end - from) as f64 {
+                        span.until = from + ahead as i64;
+                        wraps = Some(lp);
+                    }
                 }
-                group[grouped] = c;
-                grouped += 1;
             }
+            self.play_span(&span, &play, start, &mut group, out);
+            let Some(lp) = wraps else {
+                break;
+            };
+            self.clock.wrap_back(lp.len());
+            restart = Some(self.restart_at(lp.start()));
+            from = span.until;
         }
-        play_group(&mut self.notes, &group[..grouped], start, &play, out);
+        group.flush(&mut self.notes, start, &play, out);
         release_due(&mut self.notes, end - 1, start, out);
 
         self.floor_beat = self
@@ -502,6 +592,48 @@ impl Sequencer {
         }
     }
 
+    /// The playhead (re)starts at `beat` (start, jump or loop wrap): nothing before counts as
+    /// played, and the newest pattern takes over and owns every step (a switch made later on the
+    /// timeline must not hand the steps before it back to the older pattern when the playhead
+    /// returns there). Returns the restart step: the first grid step at or after `beat`.
+    fn restart_at(&mut self, beat: f64) -> i64 {
+        self.commit_all_pending();
+        self.current_from_step = i64::MIN;
+        self.played.clear();
+        self.floor_beat = beat;
+        restart_step(beat)
+    }
+
+    /// Gathers the hits of one span slice by slice, in time order, and hands them to `group`.
+    fn play_span(
+        &mut self,
+        span: &Span,
+        play: &Play,
+        block_start: i64,
+        group: &mut Group,
+        out: &mut impl FnMut(NoteEvent),
+    ) {
+        let mut first_slice = (self.floor_beat * 4.0).floor() as i64;
+        if let Some(k) = span.restart {
+            // Offsets reach at most one step early: the restart step's early hits lie in slice k-1.
+            first_slice = first_slice.min(k - 1);
+        }
+        let last_slice = (self.clock.beat_at(span.until) * 4.0).floor() as i64 + 1;
+        let mut slice = [Candidate::NONE; SLICE_CAPACITY];
+        for j in first_slice..=last_slice {
+            let n = self.collect_slice(j, play, span, &mut slice);
+            let found = &mut slice[..n];
+            found.sort_unstable_by(|a, b| {
+                a.step_time
+                    .total_cmp(&b.step_time)
+                    .then(a.voice.cmp(&b.voice))
+            });
+            for &c in found.iter() {
+                group.push(c, &mut self.notes, block_start, play, out);
+            }
+        }
+    }
+
     /// The pattern that owns absolute song step `step`.
     fn pattern_for(&self, step: i64) -> &Pattern {
         match &self.scheduled {
@@ -512,20 +644,18 @@ impl Sequencer {
     }
 
     /// Gathers into `out` the playable hits whose time falls in 16th slice `j` (steps `[j, j+1)`),
-    /// at or after the floor (or, in a block that restarts the clock, of a step at or after
-    /// `restart`), before the block end, not yet played; marks them played (muted ones too).
-    /// Returns how many were written.
+    /// at or after the floor (or, in a span that restarts the playhead, of a step at or after
+    /// `span.restart`), of a step before `span.step_limit`, before the span end, not yet played;
+    /// marks them played (muted ones too). Returns how many were written.
     fn collect_slice(
         &mut self,
         j: i64,
         play: &Play,
-        start: i64,
-        end: i64,
-        restart: Option<i64>,
+        span: &Span,
         out: &mut [Candidate; SLICE_CAPACITY],
     ) -> usize {
         let mut n = 0;
-        for k in j - 1..=j + 1 {
+        for k in (j - 1..=j + 1).filter(|&k| k < span.step_limit) {
             let pattern_step = (k - play.bar_offset_steps).rem_euclid(STEPS as i64) as usize;
             let row = self.pattern_for(k).cells[pattern_step];
             let swing = if k & 1 == 1 { play.swing_steps } else { 0.0 };
@@ -538,12 +668,12 @@ impl Sequencer {
                     continue;
                 }
                 let beat = step_time / STEPS_PER_BEAT as f64;
-                let restarted = restart.is_some_and(|r| k >= r);
+                let restarted = span.restart.is_some_and(|r| k >= r);
                 if (beat < self.floor_beat && !restarted) || self.played.contains(k, voice) {
                     continue;
                 }
                 let sample = self.clock.sample_of(beat);
-                if sample >= end {
+                if sample >= span.until {
                     continue;
                 }
                 self.played.mark(k, voice);
@@ -554,7 +684,7 @@ impl Sequencer {
                 out[n] = Candidate {
                     step_time,
                     voice: voice as u8,
-                    sample: sample.max(start),
+                    sample: sample.max(span.from),
                     key: Key::new(play.channel, play.pitches[voice]),
                     velocity,
                 };
@@ -679,6 +809,7 @@ mod tests {
             tempo_bpm: 120.0,
             pos_beats: pos,
             sample_rate: 48_000.0,
+            loop_beats: None,
         }
     }
 
@@ -774,5 +905,116 @@ mod tests {
             });
         }
         assert_eq!(ons, 1, "free clock from beat 0: one kick");
+    }
+
+    /// Plays from beat 2 with a host loop over `bars` bars from beat 4, reporting each block's
+    /// position folded back into the loop as a host that does not split its blocks does, in
+    /// blocks from `sizes` (cycled) until `until`. Returns (absolute sample, note-on?, pitch).
+    fn play_host_loop(
+        pattern: Pattern,
+        bars: f64,
+        spb: f64,
+        rate: f64,
+        sizes: &[u32],
+        until: i64,
+    ) -> Vec<(i64, bool, u8)> {
+        let (loop_start, loop_end) = (4.0, 4.0 + 4.0 * bars);
+        let settings = Settings {
+            note_length_steps: 24.0,
+            ..Settings::default()
+        };
+        let mut seq = Sequencer::with_pattern(pattern);
+        let mut log = Vec::new();
+        let mut at = 0i64;
+        for &size in sizes.iter().cycle() {
+            if at >= until {
+                break;
+            }
+            let len = i64::from(size).min(until - at);
+            let unlooped = 2.0 + at as f64 / spb;
+            let pos = if unlooped < loop_end {
+                unlooped
+            } else {
+                loop_start + (unlooped - loop_end).rem_euclid(loop_end - loop_start)
+            };
+            let t = Transport {
+                sample_rate: rate,
+                tempo_bpm: 60.0 * rate / spb,
+                loop_beats: Some((loop_start, loop_end)),
+                ..transport(Some(pos))
+            };
+            seq.process(&t, len as u32, &settings, &mut |e| {
+                log.push((at + i64::from(e.sample), e.on, e.pitch))
+            });
+            at += len;
+        }
+        let stopped = Transport {
+            playing: false,
+            ..transport(None)
+        };
+        seq.process(&stopped, 1, &settings, &mut |e| {
+            log.push((at, e.on, e.pitch))
+        });
+        log
+    }
+
+    #[test]
+    fn host_loops_of_one_to_four_bars_wrap_on_the_loop_ends_sample_in_any_block_size() {
+        // A kick on song bar 2's line (the loop start), a snare on every other bar line, all on
+        // the grid. Looping bars 2.. from beat 2 (the middle of bar 1), every bar line of the
+        // unlooped clock, beat 2 + 4n from the start, is a bar line of the loop: n = 0 (beat 4)
+        // and every `bars`-th after it are loop starts (kicks), the others snares.
+        let mut pattern = Pattern::EMPTY;
+        for bar in 0..4 {
+            let voice = if bar == 1 { Voice::Kick } else { Voice::Snare };
+            pattern.set(16 * bar, voice, Cell::hit(1.0, 0.0));
+        }
+        let (kick, snare) = (DEFAULT_OUTPUT_PITCHES[0], DEFAULT_OUTPUT_PITCHES[1]);
+        // 48 kHz at 120 BPM (a bar is 96000 samples), and 44.1 kHz at 187.3 BPM (56508.27...:
+        // the loop end falls between samples, anywhere in the blocks).
+        for (rate, tempo) in [(48_000.0, 120.0), (44_100.0, 187.3)] {
+            let spb = 60.0 / tempo * rate;
+            for bars in 1..=4 {
+                let passes = 3;
+                let lines = 1 + passes * bars;
+                let want: Vec<(i64, u8)> = (0..lines)
+                    .map(|n| {
+                        let sample = ((2.0 + 4.0 * n as f64) * spb).round() as i64;
+                        (sample, if n % bars == 0 { kick } else { snare })
+                    })
+                    .collect();
+                let until = want[want.len() - 1].0 + 1;
+                let mut runs: Vec<&[u32]> = vec![&[7], &[4096], &[1, 4096, 333, 2, 4095, 64, 1021]];
+                if bars == 1 {
+                    runs.push(&[1]);
+                }
+                for sizes in runs {
+                    let log = play_host_loop(pattern, bars as f64, spb, rate, sizes, until);
+                    let ons: Vec<(i64, u8)> =
+                        log.iter().filter(|e| e.1).map(|e| (e.0, e.2)).collect();
+                    assert_eq!(
+                        ons, want,
+                        "{bars} bars, {rate} Hz, {tempo} BPM, blocks {sizes:?}"
+                    );
+                    // Every note-off 24 steps (1.5 bars) after its note-on, unless the same
+                    // pitch starts again on its sample or the transport stopped: nothing is cut
+                    // at a wrap, nothing is left hanging.
+                    let length = (6.0 * spb).round() as i64;
+                    for (i, &(sample, on, pitch)) in log.iter().enumerate() {
+                        if on {
+                            let off = log[i + 1..].iter().find(|e| !e.1 && e.2 == pitch);
+                            let off = off.expect("every note-on gets its note-off").0;
+                            let retrigger = log.iter().any(|e| e.1 && e.2 == pitch && e.0 == off);
+                            assert!(
+                                off == sample + length || retrigger || off == until,
+                                "{bars} bars, {rate} Hz: pitch {pitch} on at {sample}, off at {off}"
+                            );
+                        }
+                    }
+                    let offs = log.iter().filter(|e| !e.1).count();
+                    assert_eq!(offs, ons.len(), "one note-off per note-on");
+                }
+            }
+        }
     }
 }

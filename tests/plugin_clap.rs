@@ -9,6 +9,10 @@
 //!   across tempo changes in the middle of a bar.
 //! - **Transport.** Loop jumps, seeks and stop/start end every sounding note and resume at the new
 //!   position with no burst of caught-up notes; nothing hangs after a stop.
+//! - **Host loops.** A host that loops (`CLAP_TRANSPORT_IS_LOOP_ACTIVE`, `loop_start_beats`,
+//!   `loop_end_beats`) without splitting its blocks at the loop end gets every note on the sample
+//!   the independent looped schedule gives, the loop start's downbeat on the wrap sample inside
+//!   the block that crosses the loop end, and no note cut short.
 //! - **Morphing.** Automating `Morph X` makes the worker decode the new point, and the new pattern
 //!   takes over at the next bar line, event for event what the library [`Sequencer`] plays.
 //! - **State.** A saved state restores bit-identical output in a fresh instance; an edited state
@@ -59,7 +63,10 @@ use host::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use schedule::{Entry, On, hits, sample_at, samples_per_beat, schedule, sounds_at, steps_around};
+use schedule::{
+    Entry, On, hits, looped_position, looped_schedule, sample_at, samples_per_beat, schedule,
+    sounds_at, steps_around,
+};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -840,6 +847,119 @@ fn loop_jumps_seeks_and_restarts_end_every_note_and_play_no_catch_up_burst() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. Host loops.
+
+/// No note is cut short: every note-off comes exactly `note_samples` after its note-on, or on a
+/// sample where the same key is struck again (a retrigger), or at or after `stop` (the stopped
+/// block). A loop wrap must not end notes early, as a jump does.
+fn check_no_cut_notes(log: &[Logged], note_samples: u64, stop: u64) {
+    let mut on_at = [[None::<u64>; 128]; 16];
+    for (i, l) in log.iter().enumerate() {
+        let (channel, key) = (l.note.channel, l.note.key);
+        let slot = &mut on_at[usize::from(channel)][usize::from(key)];
+        if l.note.on {
+            *slot = Some(l.at);
+            continue;
+        }
+        let since = slot.take().expect("paired (check_pairing first)");
+        let retrigger = log[i + 1..]
+            .iter()
+            .take_while(|n| n.at == l.at)
+            .any(|n| n.note.on && n.note.channel == channel && n.note.key == key);
+        assert!(
+            l.at == since + note_samples || retrigger || l.at >= stop,
+            "key {key} on channel {channel} cut: on at {since}, off at {}, length {}",
+            l.at,
+            note_samples
+        );
+    }
+}
+
+#[test]
+fn a_host_loop_not_split_at_the_loop_end_wraps_on_the_exact_sample_and_cuts_no_note() {
+    // (rate, tempo, loop, where play starts, block sizes): a one-bar loop entered from before it
+    // in random blocks of 1..=4096 (the loop end falls between samples), and a three-bar loop
+    // from its start (crossing the 4-bar pattern's bar grid) in blocks of 4096.
+    let cases = [
+        (44_100.0, 128.0, (4.0, 8.0), 2.5, random_sizes(41, 4096)),
+        (48_000.0, 187.3, (0.0, 12.0), 0.0, fixed(4096)),
+    ];
+    for (rate, tempo, range, from_beat, mut sizes) in cases {
+        let mut plugin = load();
+        let pattern = make_busy(&mut plugin);
+        // Long notes (about 20 steps): notes sound across every wrap.
+        let length = param_id(&mut plugin, "Note length");
+        plugin.set_param_flush(length, 0.75);
+        let settings = settings_of_state(&parse_state(&plugin.save_state()));
+        let spb = samples_per_beat(tempo, rate);
+        let loop_len = range.1 - range.0;
+        // Into the fourth pass.
+        let until = ((range.1 - from_beat + 2.5 * loop_len) * spb) as u64;
+        let wraps: Vec<u64> = (0..3)
+            .map(|p| ((range.1 + f64::from(p) * loop_len - from_beat) * spb).round() as u64)
+            .collect();
+
+        let mut blocks = Vec::new();
+        let mut starts = Vec::new();
+        let mut sample = 0u64;
+        while sample < until {
+            let frames = sizes().min((until - sample) as u32);
+            let pos = looped_position(range, from_beat, 0, spb, sample);
+            let transport = TransportInfo {
+                loop_active: true,
+                loop_range_beats: Some(range),
+                ..TransportInfo::playing(tempo, pos)
+            };
+            blocks.push(Block::with_transport(frames, transport));
+            starts.push(sample);
+            sample += u64::from(frames);
+        }
+        let inside = wraps.iter().filter(|w| !starts.contains(w)).count();
+        assert!(
+            inside >= 2,
+            "{rate} Hz: the loop end falls inside blocks, not on their edges"
+        );
+        let mut session = Session::new(plugin.activate(rate, 4096));
+        session.send(blocks);
+        session.send(vec![Block::with_transport(
+            64,
+            TransportInfo::stopped(tempo, 0.0),
+        )]);
+
+        let want = looped_schedule(&pattern, &settings, rate, tempo, range, from_beat, 0, until);
+        assert!(want.len() > 50, "{} note-ons", want.len());
+        let got = session.ons();
+        assert_eq!(got.len(), want.len(), "{rate} Hz: note-on count");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{rate} Hz, {tempo} BPM, loop {range:?}");
+        }
+        // The loop start's own hits, after every wrap: on the wrap sample if early or on the
+        // grid, their offset later if late (within the rounding of the two sums).
+        let loop_start_step = (range.0 * 4.0) as i64;
+        let downbeat = hits(&pattern, &settings, loop_start_step..loop_start_step + 1);
+        assert!(
+            !downbeat.is_empty(),
+            "the busy pattern plays on the loop start"
+        );
+        for &wrap in &wraps {
+            for h in &downbeat {
+                let at = wrap + ((h.beat - range.0) * spb).round().max(0.0) as u64;
+                assert!(
+                    got.iter().any(|o| o.1 == h.pitch && o.0.abs_diff(at) <= 1),
+                    "{rate} Hz: the loop start's {h:?} near sample {at} after the wrap at {wrap}"
+                );
+            }
+        }
+        let log = session.finish();
+        check_pairing(&log);
+        let note_samples = (f64::from(settings.note_length_steps) / 4.0 * spb).round() as u64;
+        check_no_cut_notes(&log, note_samples, until);
+        assert!(sounding(&log).is_empty(), "every note ended");
+        assert_clean(&plugin);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Morphing.
 
 #[test]
@@ -898,6 +1018,7 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
             tempo_bpm: host.tempo_bpm,
             pos_beats: host.pos_beats.map(host_beat),
             sample_rate: rate,
+            loop_beats: None,
         };
         sequencer.process(&transport, block.frames, &settings, &mut |e| {
             library.push((

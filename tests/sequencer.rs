@@ -1,6 +1,8 @@
 //! The audio-thread sequencer against a schedule computed independently (`support/schedule.rs`)
 //! from the pattern, tempo and sample rate: exact note-on samples for any block size, sample rate
-//! and tempo; tempo changes, stops, seeks and loop jumps; pattern switches on the bar line; the
+//! and tempo; tempo changes, stops, seeks and loop jumps; host loops that wrap inside a block
+//! (exact samples, no cut notes, pattern switches at the wrap, hostile loop ranges ignored);
+//! pattern switches on the bar line; the
 //! play settings; the free-running clock; random transports that never leave a note hanging; and
 //! nice-plug's `assert_process_allocs` allocator (installed in every debug build that links the
 //! plugin) that aborts if `process` allocates or frees.
@@ -15,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 // The independent schedule, shared with tests/plugin_clap.rs.
 #[path = "support/schedule.rs"]
 mod schedule;
-use schedule::{Entry, On, samples_per_beat, schedule};
+use schedule::{Entry, On, looped_position, looped_schedule, samples_per_beat, schedule};
 
 // ---------------------------------------------------------------------------------------------
 // A simulated host.
@@ -78,8 +80,24 @@ impl Host {
                 tempo_bpm: tempo,
                 pos_beats: host_position.then(|| self.sample as f64 / spb),
                 sample_rate,
+                loop_beats: None,
             };
             self.block(&t, len, settings);
+        }
+    }
+
+    /// Plays on until `until` in blocks from `sizes`, each block reporting the transport that
+    /// `transport` gives for its first sample.
+    fn play_with(
+        &mut self,
+        until: u64,
+        transport: &dyn Fn(u64) -> Transport,
+        settings: &Settings,
+        sizes: &mut dyn FnMut() -> u32,
+    ) {
+        while self.sample < until {
+            let len = sizes().min((until - self.sample) as u32);
+            self.block(&transport(self.sample), len, settings);
         }
     }
 
@@ -164,6 +182,7 @@ fn stopped(sample_rate: f64) -> Transport {
         tempo_bpm: 120.0,
         pos_beats: None,
         sample_rate,
+        loop_beats: None,
     }
 }
 
@@ -173,6 +192,7 @@ fn at(tempo: f64, pos: f64, sample_rate: f64) -> Transport {
         tempo_bpm: tempo,
         pos_beats: Some(pos),
         sample_rate,
+        loop_beats: None,
     }
 }
 
@@ -211,8 +231,12 @@ fn fixed(n: u32) -> impl FnMut() -> u32 {
 }
 
 fn random_sizes(seed: u64) -> impl FnMut() -> u32 {
+    random_sizes_up_to(seed, 3000)
+}
+
+fn random_sizes_up_to(seed: u64, max: u32) -> impl FnMut() -> u32 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    move || rng.random_range(1..=3000)
+    move || rng.random_range(1..=max)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,6 +578,7 @@ fn free_running_clock_without_host_position_advances_with_samples() {
             tempo_bpm: f64::NAN,
             pos_beats: None,
             sample_rate: rate,
+            loop_beats: None,
         };
         host.block(&t, 700, &settings);
     }
@@ -581,6 +606,7 @@ fn random_transports_keep_every_note_on_paired_and_events_ordered() {
         let mut beat = 0.0;
         let mut playing = true;
         let mut with_position = true;
+        let mut host_loop: Option<(f64, f64)> = None;
         for _ in 0..3000 {
             let r: f64 = rng.random();
             if r < 0.02 {
@@ -609,6 +635,12 @@ fn random_transports_keep_every_note_on_paired_and_events_ordered() {
                     [rng.random_range(0..3)];
             } else if r < 0.16 {
                 host.seq.set_pattern_pending(groove(rng.random()));
+            } else if r < 0.18 {
+                // A host loop around the playhead (sometimes a degenerate one), or none.
+                host_loop = rng.random_bool(0.7).then(|| {
+                    let start = beat - rng.random_range(0.0..4.0);
+                    (start, start + rng.random_range(-1.0..12.0))
+                });
             }
             let len = if rng.random_bool(0.1) {
                 rng.random_range(1..8)
@@ -620,15 +652,388 @@ fn random_transports_keep_every_note_on_paired_and_events_ordered() {
                 tempo_bpm: tempo,
                 pos_beats: with_position.then_some(beat),
                 sample_rate: rate,
+                loop_beats: host_loop,
             };
             host.block(&t, len, &settings);
             if playing {
-                beat += f64::from(len) / samples_per_beat(tempo, rate);
+                let next = beat + f64::from(len) / samples_per_beat(tempo, rate);
+                beat = match host_loop {
+                    // The host wraps when the playhead crosses the loop end.
+                    Some((start, end)) if end > start && beat < end && next >= end => {
+                        start + (next - end).rem_euclid(end - start)
+                    }
+                    _ => next,
+                };
             }
         }
         host.block(&stopped(rate), 1, &settings);
         assert!(host.log.iter().filter(|l| l.event.on).count() > 500);
         check_pairing(&host.log);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host loops.
+
+/// A host that loops over `range` (beats, end exclusive) and does not split its blocks at the
+/// loop end, as many VST3 hosts do: play started at `from_beat` on the test host's sample 0, and
+/// every block reports the position folded back into the loop (`support/schedule.rs`) and the
+/// loop range.
+#[derive(Clone, Copy, Debug)]
+struct LoopingHost {
+    range: (f64, f64),
+    from_beat: f64,
+    tempo: f64,
+    rate: f64,
+}
+
+impl LoopingHost {
+    fn spb(&self) -> f64 {
+        samples_per_beat(self.tempo, self.rate)
+    }
+
+    fn transport_at(&self, sample: u64) -> Transport {
+        let pos = looped_position(self.range, self.from_beat, 0, self.spb(), sample);
+        Transport {
+            loop_beats: Some(self.range),
+            ..at(self.tempo, pos, self.rate)
+        }
+    }
+
+    /// The sample pass `pass` (1 = the first repeat) begins on: where the loop end would sound on
+    /// the unlooped clock, `pass - 1` loop lengths later.
+    fn wrap_sample(&self, pass: u32) -> u64 {
+        let (start, end) = self.range;
+        ((end + f64::from(pass - 1) * (end - start) - self.from_beat) * self.spb()).round() as u64
+    }
+
+    /// The independent schedule up to `until`.
+    fn want(&self, pattern: &Pattern, settings: &Settings, until: u64) -> Vec<On> {
+        let (rate, tempo) = (self.rate, self.tempo);
+        looped_schedule(
+            pattern,
+            settings,
+            rate,
+            tempo,
+            self.range,
+            self.from_beat,
+            0,
+            until,
+        )
+    }
+}
+
+/// No note is cut short: every note-off comes exactly `note_samples` after its note-on, or on a
+/// sample where the same key is struck again (a retrigger), or on `stop`, the first sample of the
+/// stopped block. A loop wrap must not end notes early (a jump would, at its first sample).
+fn check_no_cut_notes(log: &[Logged], note_samples: u64, stop: u64) {
+    let mut on_at = [[None::<u64>; 128]; 16];
+    for (i, l) in log.iter().enumerate() {
+        let (channel, pitch) = (l.event.channel, l.event.pitch);
+        let slot = &mut on_at[usize::from(channel)][usize::from(pitch)];
+        if l.event.on {
+            *slot = Some(l.at);
+            continue;
+        }
+        let since = slot.take().expect("paired (check_pairing first)");
+        let retrigger = log[i + 1..]
+            .iter()
+            .take_while(|n| n.at == l.at)
+            .any(|n| n.event.on && n.event.channel == channel && n.event.pitch == pitch);
+        assert!(
+            l.at == since + note_samples || retrigger || l.at == stop,
+            "note {pitch} on channel {channel} cut: on at {since}, off at {}, length {}",
+            l.at,
+            note_samples
+        );
+    }
+}
+
+/// A busy groove with an on-grid crash on every bar line, so every loop start has a downbeat.
+fn groove_with_downbeats(seed: u64) -> Pattern {
+    let mut p = groove(seed);
+    for bar in 0..4 {
+        p.set(16 * bar, Voice::Crash, Cell::hit(1.0, 0.0));
+    }
+    p
+}
+
+#[test]
+fn host_loops_of_one_to_four_bars_wrap_at_the_exact_sample_inside_blocks_of_1_to_4096() {
+    let pattern = groove_with_downbeats(23);
+    // Notes of 6 steps: some sound across every wrap and must end on time.
+    let settings = Settings {
+        note_length_steps: 6.0,
+        ..Settings::default()
+    };
+    // (bars, loop, where play starts): before the loop off the grid, at the loop start, at a
+    // loop start inside the song, and before a loop that crosses the pattern's own end.
+    let loops = [
+        (1, (4.0, 8.0), 2.55),
+        (2, (0.0, 8.0), 0.0),
+        (3, (4.0, 16.0), 4.0),
+        (4, (8.0, 24.0), 6.75),
+    ];
+    for (bars, range, from_beat) in loops {
+        // Whole-sample beats, then two tempos whose loop ends fall between samples.
+        for (rate, tempo) in [(48_000.0, 120.0), (44_100.0, 187.3), (96_000.0, 97.0)] {
+            let host = LoopingHost {
+                range,
+                from_beat,
+                tempo,
+                rate,
+            };
+            let loop_samples = (range.1 - range.0) * host.spb();
+            let until = host.wrap_sample(2) + (0.6 * loop_samples) as u64;
+            let want = host.want(&pattern, &settings, until);
+            let what =
+                format!("{bars}-bar loop {range:?} from beat {from_beat}, {rate} Hz, {tempo} BPM");
+            for pass in 1..=2 {
+                let wrap = host.wrap_sample(pass);
+                assert!(
+                    want.contains(&(wrap, 49, 127, 9)),
+                    "{what}: the loop start's downbeat crash on the wrap sample {wrap}"
+                );
+            }
+            let mut sizes: Vec<(&str, BlockSizes)> = vec![
+                ("7", Box::new(fixed(7))),
+                ("64", Box::new(fixed(64))),
+                ("4096", Box::new(fixed(4096))),
+                ("random 1..=4096", Box::new(random_sizes_up_to(bars, 4096))),
+                ("random 1..=16", Box::new(random_sizes_up_to(bars, 16))),
+            ];
+            if bars == 1 {
+                sizes.push(("1", Box::new(fixed(1))));
+            }
+            let note_samples = (6.0 / 4.0 * host.spb()).round() as u64;
+            for (name, mut size) in sizes {
+                let mut seq = Host::new(pattern);
+                seq.play_with(until, &|s| host.transport_at(s), &settings, &mut *size);
+                let got = seq.ons();
+                assert_eq!(
+                    got.len(),
+                    want.len(),
+                    "{what}, blocks {name}: note-on count"
+                );
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(
+                        g, w,
+                        "{what}, blocks {name}: (sample, pitch, velocity, channel)"
+                    );
+                }
+                let stop = seq.sample;
+                seq.block(&stopped(rate), 64, &settings);
+                check_pairing(&seq.log);
+                check_no_cut_notes(&seq.log, note_samples, stop);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_loop_of_one_step_wraps_several_times_inside_one_block() {
+    // 1000 BPM at 48 kHz: a step lasts 720 samples, so a block of 4096 wraps five or six times.
+    let (rate, tempo) = (48_000.0, 1000.0);
+    let mut pattern = Pattern::EMPTY;
+    pattern.set(17, Voice::Kick, Cell::hit(1.0, 0.0));
+    pattern.set(17, Voice::Snare, Cell::hit(0.8, 0.3));
+    // Step 18 is past the loop end: its early hit (inside the loop's time) never plays.
+    pattern.set(18, Voice::ClosedHiHat, Cell::hit(1.0, -0.4));
+    let host = LoopingHost {
+        range: (4.25, 4.5),
+        from_beat: 4.0,
+        tempo,
+        rate,
+    };
+    let settings = Settings::default();
+    let until = 30 * 720;
+    let want = host.want(&pattern, &settings, until);
+    let kicks: Vec<u64> = want.iter().filter(|o| o.1 == 36).map(|o| o.0).collect();
+    let every_step: Vec<u64> = (1..30).map(|k| k * 720).collect();
+    assert_eq!(kicks, every_step, "a kick on every wrap");
+    assert!(
+        want.iter().all(|o| o.1 != 42),
+        "no hi-hat from past the loop end"
+    );
+    let mut seq = Host::new(pattern);
+    seq.play_with(
+        until,
+        &|s| host.transport_at(s),
+        &settings,
+        &mut fixed(4096),
+    );
+    assert_eq!(seq.ons(), want);
+    let stop = seq.sample;
+    seq.block(&stopped(rate), 64, &settings);
+    check_pairing(&seq.log);
+    check_no_cut_notes(&seq.log, 720, stop);
+}
+
+#[test]
+fn a_host_that_splits_its_block_at_the_loop_end_wraps_there_without_cutting_notes() {
+    let pattern = groove_with_downbeats(29);
+    let settings = Settings {
+        note_length_steps: 6.0,
+        ..Settings::default()
+    };
+    // The host splits its block on the first sample whose position reaches the loop end and
+    // reports exactly the loop start there, then counts on from that sample. At 48 kHz and 120
+    // BPM the loop end falls on a whole sample, so this is exactly what a host that does not
+    // split plays; at 44.1 kHz and 187.3 BPM the host's wrap sample is up to one sample off the
+    // plugin's, which re-anchors on the host: every note within a sample.
+    for (rate, tempo, exact) in [(48_000.0, 120.0, true), (44_100.0, 187.3, false)] {
+        let looping = LoopingHost {
+            range: (4.0, 8.0),
+            from_beat: 3.0,
+            tempo,
+            rate,
+        };
+        let spb = looping.spb();
+        let until = looping.wrap_sample(3) + 1000;
+        let first_wrap = ((8.0 - 3.0) * spb).ceil() as u64;
+        let loop_samples = (4.0 * spb).ceil() as u64;
+        let wraps: Vec<u64> = (0..3).map(|p| first_wrap + p * loop_samples).collect();
+        let position = |sample: u64| match wraps.iter().rev().find(|&&w| w <= sample) {
+            Some(&w) => 4.0 + (sample - w) as f64 / spb,
+            None => 3.0 + sample as f64 / spb,
+        };
+        let mut seq = Host::new(pattern);
+        let mut sizes = random_sizes_up_to(3, 4096);
+        while seq.sample < until {
+            let next_wrap = wraps.iter().find(|&&w| w > seq.sample).copied();
+            let len = u64::from(sizes())
+                .min(next_wrap.unwrap_or(u64::MAX) - seq.sample)
+                .min(until - seq.sample);
+            let t = Transport {
+                loop_beats: Some(looping.range),
+                ..at(tempo, position(seq.sample), rate)
+            };
+            seq.block(&t, len as u32, &settings);
+        }
+        // Each of the host's passes on its own: from its wrap sample (at beat 3 on sample 0 for
+        // the first) to the next wrap, the host's or the plugin's, whichever comes first.
+        let mut want = Vec::new();
+        for p in 0..=wraps.len() {
+            let (beat, from) = if p == 0 {
+                (3.0, 0)
+            } else {
+                (4.0, wraps[p - 1])
+            };
+            let own_wrap = from + ((8.0 - beat) * spb).round() as u64;
+            let end = wraps
+                .get(p)
+                .copied()
+                .unwrap_or(until)
+                .min(own_wrap)
+                .min(until);
+            want.extend(looped_schedule(
+                &pattern,
+                &settings,
+                rate,
+                tempo,
+                (4.0, 8.0),
+                beat,
+                from,
+                end,
+            ));
+        }
+        want.sort_unstable();
+        let mut got = seq.ons();
+        assert_eq!(got.len(), want.len(), "{rate} Hz: note-on count");
+        if exact {
+            assert_eq!(got, want, "{rate} Hz");
+            let unsplit =
+                looped_schedule(&pattern, &settings, rate, tempo, (4.0, 8.0), 3.0, 0, until);
+            assert_eq!(got, unsplit, "{rate} Hz: as if the host had not split");
+        } else {
+            // Same notes, each within one sample (compared per key, in time order).
+            let by_key = |o: &On| (o.1, o.3, o.2, o.0);
+            got.sort_unstable_by_key(by_key);
+            want.sort_unstable_by_key(by_key);
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g.1, g.2, g.3) == (w.1, w.2, w.3) && g.0.abs_diff(w.0) <= 1,
+                    "{rate} Hz: {g:?} vs {w:?}"
+                );
+            }
+        }
+        let stop = seq.sample;
+        seq.block(&stopped(rate), 64, &settings);
+        check_pairing(&seq.log);
+        check_no_cut_notes(&seq.log, (1.5 * spb).round() as u64, stop);
+    }
+}
+
+#[test]
+fn a_pattern_handed_in_before_the_loop_end_takes_over_at_the_wrap_and_owns_the_next_pass() {
+    // 48 kHz, 120 BPM: a step is 6000 samples, a pass of the two-bar loop 192000.
+    let looping = LoopingHost {
+        range: (0.0, 8.0),
+        from_beat: 0.0,
+        tempo: 120.0,
+        rate: 48_000.0,
+    };
+    let transport = |s| looping.transport_at(s);
+    let settings = Settings::default();
+    let mut seq = Host::new(straight(Voice::Kick));
+    // Pass 0, beat 5: snares. Their bar line (step 32) is the loop end: they take over at the
+    // wrap.
+    seq.play_with(120_000, &transport, &settings, &mut fixed(777));
+    seq.seq.set_pattern_pending(straight(Voice::Snare));
+    // Pass 1, beat 2: kicks again, from the next bar line (beat 4) on.
+    seq.play_with(192_000 + 48_000, &transport, &settings, &mut fixed(777));
+    seq.seq.set_pattern_pending(straight(Voice::Kick));
+    // Pass 2: all kicks. The switch at step 16 of pass 1 must not hand steps 0..16 back to the
+    // snares when the playhead returns there.
+    seq.play_with(3 * 192_000, &transport, &settings, &mut fixed(777));
+    let got: Vec<(u64, u8)> = seq.ons().iter().map(|o| (o.0, o.1)).collect();
+    let want: Vec<(u64, u8)> = (0..96u64)
+        .map(|k| {
+            let snare = (32..48).contains(&k);
+            (k * 6000, if snare { 38 } else { 36 })
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(seq.seq.switch_count(), 2);
+}
+
+#[test]
+fn loop_ranges_a_host_should_never_send_are_ignored_without_panicking() {
+    let (rate, tempo) = (48_000.0, 120.0);
+    let spb = samples_per_beat(tempo, rate);
+    let pattern = groove(3);
+    let settings = Settings {
+        note_length_steps: 3.0,
+        ..Settings::default()
+    };
+    let until = (20.0 * spb) as u64;
+    let mut reference = Host::new(pattern);
+    reference.play_until(until, tempo, rate, true, &settings, &mut random_sizes(4));
+    let (nan, inf) = (f64::NAN, f64::INFINITY);
+    for range in [
+        (4.0, 4.0),
+        (8.0, 4.0),
+        (4.0, 4.2),
+        (nan, 8.0),
+        (4.0, nan),
+        (-inf, 8.0),
+        (4.0, inf),
+        (0.0, 1e12),
+        (-1e12, 4.0),
+        (f64::MIN, f64::MAX),
+        // Valid, but its end is never reached.
+        (-1e8, 1e8),
+    ] {
+        let mut seq = Host::new(pattern);
+        let linear = |s: u64| Transport {
+            loop_beats: Some(range),
+            ..at(tempo, s as f64 / spb, rate)
+        };
+        seq.play_with(until, &linear, &settings, &mut random_sizes(4));
+        assert_eq!(
+            seq.log, reference.log,
+            "{range:?}: played as if there were no loop"
+        );
     }
 }
 
@@ -958,7 +1363,21 @@ fn process_does_not_allocate() {
     for i in 0..20_000 {
         let tempo = if i < 10_000 { 120.0 } else { 97.0 };
         let len = rng.random_range(1..2048);
+        // A host loop over a bar, then over one step, then a degenerate range.
+        let host_loop = match i % 2500 {
+            300..900 => Some((4.0, 8.0)),
+            900..1000 => Some((4.0, 4.25)),
+            1000..1050 => Some((f64::NAN, 4.0)),
+            _ => None,
+        };
+        if i % 2500 == 300 || i % 2500 == 900 {
+            beat = 4.0;
+        }
         let t = match i % 2500 {
+            300..1050 => Transport {
+                loop_beats: host_loop,
+                ..at(tempo, beat, rate)
+            },
             1200 => Transport {
                 playing: false,
                 ..at(tempo, beat, rate)
@@ -974,7 +1393,13 @@ fn process_does_not_allocate() {
             _ => at(tempo, beat, rate),
         };
         if t.playing {
-            beat += f64::from(len) / samples_per_beat(tempo, rate);
+            let next = beat + f64::from(len) / samples_per_beat(tempo, rate);
+            beat = match host_loop {
+                Some((start, end)) if end > start && beat < end && next >= end => {
+                    start + (next - end).rem_euclid(end - start)
+                }
+                _ => next,
+            };
         }
         let s = if i % 3000 < 1500 { settings } else { changed };
         let pattern = (i % 700 == 0).then(|| groove(i));

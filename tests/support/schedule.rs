@@ -10,6 +10,11 @@
 //!   (`f64::round`: half away from zero);
 //! - a start or jump to beat `b` plays the hits of grid steps at or after `b` (their early hits
 //!   that fall before `b` at the start's first sample) and later-sounding hits of earlier steps;
+//! - a host loop over `[start, end)` beats wraps the playhead back to `start` on the sample where
+//!   `end` sounds, keeping the clock's anchor (so pass `p` hears loop beat `b` where the unlooped
+//!   clock would hear `b + p * (end - start)`); each pass begins like a start at `start` on that
+//!   sample, and plays neither hits of grid steps at or after `end` nor hits that fall on or after
+//!   the next wrap;
 //! - the MIDI velocity is `round(cell velocity * velocity_scale * 127)`, clamped to 127; muted
 //!   voices and hits whose velocity rounds to 0 do not play.
 #![allow(dead_code)]
@@ -132,4 +137,81 @@ pub fn schedule(
         .collect();
     ons.sort_unstable();
     ons
+}
+
+/// The first 16th grid step at or after `beat`; CLAP positions carry fixed-point rounding.
+fn grid_step_at_or_after(beat: f64) -> i64 {
+    (beat * 4.0 - 1e-6).ceil() as i64
+}
+
+/// Every note-on the pattern makes for a host that loops over `loop_beats` (`(start, end)`, end
+/// exclusive) at a steady `tempo`: play starts at `from_beat` (before or inside the loop) on
+/// absolute sample `from_sample`, and every time the position reaches the loop end it wraps back
+/// to the loop start. Sorted, up to `until_sample` (exclusive).
+#[allow(clippy::too_many_arguments)]
+pub fn looped_schedule(
+    pattern: &Pattern,
+    settings: &Settings,
+    sample_rate: f64,
+    tempo: f64,
+    loop_beats: (f64, f64),
+    from_beat: f64,
+    from_sample: u64,
+    until_sample: u64,
+) -> Vec<On> {
+    let (loop_start, loop_end) = loop_beats;
+    assert!(from_beat < loop_end, "play must start before the loop end");
+    let spb = samples_per_beat(tempo, sample_rate);
+    let len = loop_end - loop_start;
+    let end_step = grid_step_at_or_after(loop_end);
+    // Pass p begins where the unlooped clock reaches the loop start plus p loop lengths.
+    let pass_begin = |p: u32| {
+        if p == 0 {
+            from_sample as i64
+        } else {
+            sample_at(loop_start + f64::from(p) * len, from_beat, from_sample, spb)
+        }
+    };
+    let mut ons = Vec::new();
+    for p in 0.. {
+        let begin = pass_begin(p);
+        if begin >= until_sample as i64 {
+            break;
+        }
+        let next = pass_begin(p + 1).min(until_sample as i64);
+        let entry_beat = if p == 0 { from_beat } else { loop_start };
+        let restart_step = grid_step_at_or_after(entry_beat);
+        let shift = f64::from(p) * len;
+        for h in hits(pattern, settings, steps_around(entry_beat, loop_end)) {
+            let entered = h.beat >= entry_beat || h.step >= restart_step;
+            if h.step >= end_step || !entered {
+                continue;
+            }
+            let at = sample_at(h.beat + shift, from_beat, from_sample, spb).max(begin);
+            if at < next {
+                ons.push((at as u64, h.pitch, h.velocity, h.channel));
+            }
+        }
+    }
+    ons.sort_unstable();
+    ons
+}
+
+/// The position a looping host reports at absolute sample `sample`: the unlooped position, folded
+/// back into `[start, end)` once it has reached the loop end (hosts that do not split their blocks
+/// at the loop end report it this way at the next block's first sample).
+pub fn looped_position(
+    loop_beats: (f64, f64),
+    from_beat: f64,
+    from_sample: u64,
+    spb: f64,
+    sample: u64,
+) -> f64 {
+    let (start, end) = loop_beats;
+    let unlooped = from_beat + (sample - from_sample) as f64 / spb;
+    if unlooped < end {
+        unlooped
+    } else {
+        start + (unlooped - end).rem_euclid(end - start)
+    }
 }
