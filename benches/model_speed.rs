@@ -13,6 +13,9 @@
 //! spin-waiting makes it collapse on a machine busy with other work (see the script's notes on
 //! `OMP_WAIT_POLICY`), so compare on a quiet machine.
 //!
+//! Each row also shows the achieved GFLOP/s against this machine's f32 and bf16 arithmetic
+//! ceilings, measured at the start of the run (register-only FMA and `vdpbf16ps` loops).
+//!
 //! Also: the fused layer's per-step recurrent products, general gemm against weights packed once.
 //!
 //! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode`,
@@ -30,6 +33,7 @@ use drumvae::groove::{BARS, FEATURES, STEPS};
 use drumvae::latent::seeded_z;
 use drumvae::model::cpu::fast_decoder::{FastDecoder, Kernel};
 use drumvae::model::cpu::packed_matmul::PackedRhs;
+use drumvae::model::cpu::precision::{Precision, cpu_has_avx512_bf16, with_precision};
 use drumvae::model::cpu::product;
 use drumvae::model::decoder::DecodeOptions;
 use drumvae::model::lstm::{LstmKernel, with_kernel};
@@ -39,8 +43,8 @@ use drumvae::model::{
 use drumvae::training::{Adam, AdamConfig, rng};
 
 /// Matmul FLOPs of one training example (forward + backward = 3 x forward; elementwise work is
-/// not counted): what the achieved GFLOP/s figure is measured against (a large f32 matmul reaches
-/// ~225 GFLOP/s on this CPU's two threads).
+/// not counted): the achieved GFLOP/s figure, set against the f32 and bf16 ceilings that
+/// [`ceilings`] measures in the same run.
 fn training_flops_per_example(c: &Config) -> f64 {
     let (f, t, bars) = (FEATURES as f64, STEPS as f64, BARS as f64);
     let lstm_step = |input: f64, hidden: f64| 2.0 * (input + hidden) * 4.0 * hidden;
@@ -215,38 +219,61 @@ fn main() -> anyhow::Result<()> {
                 "no torch".to_string()
             }
         };
+        // The arithmetic ceilings of this machine, measured now on as many threads.
+        let ceiling = ceilings(threads);
+        let bf16 = ceiling.bf16.is_some();
         println!(
-            "| preset | batch | reference ex/s | fused ex/s | fused / reference | PyTorch ex/s (measured, {torch_label}) | fused / PyTorch | fused GFLOP/s |"
+            "ceilings on {threads} threads, measured now: f32 FMA {:.0} GFLOP/s, bf16 {} {}",
+            ceiling.f32,
+            ceiling.bf16_engine,
+            ceiling
+                .bf16
+                .map_or("- (no AVX-512 BF16)".to_string(), |g| format!(
+                    "{g:.0} GFLOP/s"
+                ))
         );
-        println!("|---|---|---|---|---|---|---|---|");
+        println!(
+            "| preset | batch | reference ex/s | fused f32 ex/s | fused bf16 ex/s | PyTorch ex/s (measured, {torch_label}) | f32 / PyTorch | bf16 / PyTorch | f32 GFLOP/s (of f32 ceiling) | bf16 GFLOP/s (of bf16 ceiling) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
         for (name, config) in [("small", Config::small()), ("groovae", Config::groovae())] {
             for batch in [64usize, 256] {
                 let x = patterns_to_tensor(&patterns[..batch], &device)?;
                 let repeats = if quick { 3 } else { 7 };
-                // Alternate the two kernels run by run so that both see the same machine state.
-                let mut times = [Vec::new(), Vec::new()];
-                let kernels = [LstmKernel::Reference, LstmKernel::Fused];
-                // `-- fused` skips the reference runs (for profiling the fused path).
+                // Alternate the variants run by run so that all see the same machine state.
+                let variants = [
+                    (LstmKernel::Reference, Precision::F32),
+                    (LstmKernel::Fused, Precision::F32),
+                    (LstmKernel::Fused, Precision::Bf16),
+                ];
+                let mut times = [Vec::new(), Vec::new(), Vec::new()];
+                // `-- fused` skips the reference runs (for profiling the fused paths).
                 let skip_reference = args.iter().any(|a| a == "fused");
-                let mut runs: Vec<_> = kernels
+                let skip = |kernel: LstmKernel, precision: Precision| {
+                    (skip_reference && kernel == LstmKernel::Reference)
+                        || (precision == Precision::Bf16 && !bf16)
+                };
+                let mut runs: Vec<_> = variants
                     .iter()
                     .map(|_| TrainRun::new(&config, &device))
                     .collect::<anyhow::Result<_>>()?;
                 for step in 0..repeats + 1 {
-                    for (k, kernel) in kernels.iter().enumerate() {
-                        if skip_reference && *kernel == LstmKernel::Reference {
+                    for (k, &(kernel, precision)) in variants.iter().enumerate() {
+                        if skip(kernel, precision) {
                             times[k].push(f64::NAN);
                             continue;
                         }
-                        let t = with_kernel(*kernel, || runs[k].step(&x, step as u64))?;
+                        let t = with_precision(precision, || {
+                            with_kernel(kernel, || runs[k].step(&x, step as u64))
+                        })?;
                         if step > 0 {
                             times[k].push(t); // step 0 warms up
                         }
                     }
                 }
-                let [reference, fused] = times.map(median);
+                let [reference, fused, fused_bf16] = times.map(median);
                 // The peer right after ours, row by row, so that both see the same machine state
-                // (not with `-- fused`, which profiles our fused path alone).
+                // (not with `-- fused`, which profiles our fused paths alone).
                 let pytorch = match &torch {
                     Ok(_) if skip_reference => None,
                     Ok(_) => match pytorch_peer(name, batch, threads, 1, repeats) {
@@ -258,16 +285,28 @@ fn main() -> anyhow::Result<()> {
                     },
                     Err(_) => None,
                 };
-                let fused_rate = batch as f64 / fused;
-                let (pytorch_cell, ratio_cell) = match pytorch {
-                    Some(rate) => (format!("{rate:.0}"), format!("{:.2}x", fused_rate / rate)),
-                    None => ("-".to_string(), "-".to_string()),
+                let rate = |t: f64| batch as f64 / t;
+                let ratio = |t: f64| match pytorch {
+                    Some(p) if t.is_finite() => format!("{:.2}x", rate(t) / p),
+                    _ => "-".to_string(),
+                };
+                let gflops = |t: f64, ceiling: Option<f64>| {
+                    let g = training_flops_per_example(&config) * rate(t) / 1e9;
+                    match ceiling {
+                        Some(c) if t.is_finite() => format!("{g:.0} ({:.0}%)", 100.0 * g / c),
+                        _ => "-".to_string(),
+                    }
                 };
                 println!(
-                    "| {name} | {batch} | {:.1} | {fused_rate:.1} | {:.2}x | {pytorch_cell} | {ratio_cell} | {:.0} |",
-                    batch as f64 / reference,
-                    reference / fused,
-                    training_flops_per_example(&config) * fused_rate / 1e9,
+                    "| {name} | {batch} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} |",
+                    rate(reference),
+                    rate(fused),
+                    rate(fused_bf16),
+                    pytorch.map_or("-".to_string(), |p| format!("{p:.0}")),
+                    ratio(fused),
+                    ratio(fused_bf16),
+                    gflops(fused, Some(ceiling.f32)),
+                    gflops(fused_bf16, ceiling.bf16),
                 );
             }
         }
@@ -438,4 +477,168 @@ fn decode(quick: bool) -> anyhow::Result<()> {
     }
     println!("(fast kernel: {:?})", Kernel::detect());
     Ok(())
+}
+
+/// What this machine's cores can do at most, in GFLOP/s over `threads` threads.
+struct Ceilings {
+    /// Independent f32 fused multiply-adds, register-only.
+    f32: f64,
+    /// bf16 products on the engine our bf16 path uses here (AMX `tdpbf16ps` on tiles, else
+    /// AVX-512 `vdpbf16ps`), register-only; None without either.
+    bf16: Option<f64>,
+    /// Which instruction `bf16` measured.
+    bf16_engine: &'static str,
+}
+
+/// Measures [`Ceilings`] now: each thread runs a register-only loop of independent
+/// multiply-adds (12 accumulators, more than the instructions' latency x throughput), the median
+/// of five runs.
+fn ceilings(threads: usize) -> Ceilings {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let run = |flops_per_iter: f64, body: fn(u64) -> f32| {
+            let iters = 20_000_000u64;
+            let rates: Vec<f64> = (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            s.spawn(|| black_box(body(black_box(iters))));
+                        }
+                    });
+                    threads as f64 * iters as f64 * flops_per_iter / start.elapsed().as_secs_f64()
+                })
+                .collect();
+            median(rates) / 1e9
+        };
+        let avx512 = is_x86_feature_detected!("avx512f");
+        // 12 accumulators x 16 lanes x 2 FLOPs (AVX-512) or 12 x 8 x 2 (AVX2).
+        let f32 = if avx512 {
+            run(12.0 * 32.0, |n| unsafe { ceiling_loops::fma512(n) })
+        } else {
+            run(12.0 * 16.0, |n| unsafe { ceiling_loops::fma256(n) })
+        };
+        let (bf16, bf16_engine) = if drumvae::model::cpu::amx::available() {
+            // 4 tile products of 16 x 16 x 32 multiply-adds, 2 FLOPs each, per iteration; the
+            // loop runs an eighth of the iterations (each one is ~64 cycles, not ~1).
+            (
+                Some(run(4.0 * 16384.0 / 8.0, |n| unsafe {
+                    ceiling_loops::amx(n / 8)
+                })),
+                "AMX tdpbf16ps",
+            )
+        } else if cpu_has_avx512_bf16() {
+            // 12 accumulators x 16 lanes x 2 pairs x 2 FLOPs.
+            (
+                Some(run(12.0 * 64.0, |n| unsafe { ceiling_loops::dpbf16(n) })),
+                "vdpbf16ps",
+            )
+        } else {
+            (None, "-")
+        };
+        Ceilings {
+            f32,
+            bf16,
+            bf16_engine,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = threads;
+        Ceilings {
+            f32: f64::NAN,
+            bf16: None,
+            bf16_engine: "-",
+        }
+    }
+}
+
+/// The register-only loops [`ceilings`] times.
+#[cfg(target_arch = "x86_64")]
+mod ceiling_loops {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma512(iters: u64) -> f32 {
+        let (a, b) = (_mm512_set1_ps(0.999), _mm512_set1_ps(1e-3));
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        acc.iter().map(|x| _mm512_reduce_add_ps(*x)).sum()
+    }
+
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256(iters: u64) -> f32 {
+        let (a, b) = (_mm256_set1_ps(0.999), _mm256_set1_ps(1e-3));
+        let mut acc = [_mm256_setzero_ps(); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut out = [0f32; 8];
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, x| _mm256_add_ps(s, *x));
+        // SAFETY: `out` holds 8 floats.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+
+    /// Four independent tile products per iteration, operands in tiles.
+    ///
+    /// # Safety
+    /// AMX must be available and permitted (`drumvae::model::cpu::amx::available`).
+    pub unsafe fn amx(iters: u64) -> f32 {
+        // SAFETY: AMX available (caller); tiles configured first and released last; the loads
+        // read 16 rows of 64 bytes of `ones`, the store writes 16 x 16 floats of `out`.
+        unsafe {
+            let tiles = drumvae::model::cpu::amx::Tiles::configure();
+            let ones = vec![0x3f80_3f80u32; 16 * 16];
+            let mut out = [0f32; 256];
+            std::arch::asm!(
+                "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+                "tileloadd tmm4, [{a} + {s}*1]", "tileloadd tmm5, [{a} + {s}*1]",
+                "tileloadd tmm6, [{a} + {s}*1]", "tileloadd tmm7, [{a} + {s}*1]",
+                a = in(reg) ones.as_ptr(), s = in(reg) 64usize, options(nostack, readonly)
+            );
+            for _ in 0..iters {
+                std::arch::asm!(
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    options(nostack, nomem)
+                );
+            }
+            std::arch::asm!(
+                "tilestored [{o} + {s}*1], tmm0",
+                o = in(reg) out.as_mut_ptr(), s = in(reg) 64usize, options(nostack)
+            );
+            drop(tiles);
+            out[0]
+        }
+    }
+
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 must be available.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dpbf16(iters: u64) -> f32 {
+        let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(1e-3));
+        let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.5));
+        let mut acc = [_mm512_setzero_ps(); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_dpbf16_ps(*x, a, b);
+            }
+        }
+        acc.iter().map(|x| _mm512_reduce_add_ps(*x)).sum()
+    }
 }

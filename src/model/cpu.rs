@@ -5,13 +5,15 @@
 //!
 //! - [`fused_lstm`]: a whole LSTM layer over a sequence as one op with its own backward.
 //! - [`packed_matmul`]: f32 products against weights packed once per layer call (AVX2 + FMA).
-//! - [`packed_matmul_bf16`]: the same with bf16 operands and f32 accumulation (AVX-512 BF16).
+//! - [`packed_matmul_bf16`]: the same with bf16 operands and f32 accumulation (AMX or AVX-512 BF16).
+//! - [`amx`]: the AMX tile engine of those bf16 products.
 //! - [`projection`]: the input projection of all steps, in the chosen precision.
 //! - [`product`]: one interface over both precisions' products.
 //! - [`precision`]: which of the two the kernels use (f32 or bf16), per thread.
 //! - [`lstm_cell`]: the gate nonlinearities, forward and backward, vectorised.
 //! - [`fast_decoder`]: batch-1 autoregressive decoding in plain Rust for the plugin.
 
+pub mod amx;
 pub mod fast_decoder;
 pub mod fused_lstm;
 pub mod lstm_cell;

@@ -9,18 +9,23 @@
 //! from f32 by the operands' rounding (8 significant bits, relative 2⁻⁹ per operand), not by an
 //! error that grows with the depth of the sum.
 //!
-//! Layout, chosen for the instruction: one 512-bit register holds 16 f32 columns of ONE k-pair
-//! `(B[2q][j], B[2q+1][j])`, so the right-hand side is packed once into panels
-//! `[n / NR][k / 2][NR]` of `u32` pairs (bf16 of the even k in the low half), and the left-hand
-//! side into k-pair-major `[k / 2][m]` pairs, so that the microkernel's broadcasts of consecutive
-//! rows read consecutive words. A 12x32 register tile: 24 accumulators, 2 panel registers and one
-//! broadcast of the 32 AVX-512 registers.
-//!
-//! CPUs without `avx512_bf16` run a portable loop with the same rounding of the operands (for tests
-//! and correctness only: the training CLI picks f32 there, see [`super::precision`]).
+//! Three engines share one layout, chosen for the instructions: the right-hand side is packed once
+//! into panels `[n / NR][k / 2][NR]` of `u32` bf16 pairs `(B[2q][j], B[2q+1][j])` (the even k in
+//! the low half): a row of a panel is one k-pair of 32 columns, which is both two 512-bit
+//! `vdpbf16ps` operands and AMX's B-tile ("VNNI") row. The left-hand side is row-major pairs
+//! `[m][k / 2]`, AMX's A-tile layout. Depths are padded to 32 (16 pairs) and rows to 32 with zeros,
+//! so that the tile engine never needs a partial tile.
+//! - [`super::amx`] (AMX-BF16, Intel Sapphire Rapids and later): 32 x 32 output blocks in four
+//!   tiles. Where present it is by far the fastest (see that file's figures).
+//! - AVX-512 BF16 (`vdpbf16ps`): a 12 x 32 register tile, 24 accumulators, 2 panel registers and
+//!   one broadcast of the 32 AVX-512 registers. It pays on CPUs that run it at full rate (AMD Zen 4:
+//!   ~230 GFLOP/s per core against ~115 for f32, candle-notes.md).
+//! - A portable loop with the same rounding of the operands, for tests and correctness only (the
+//!   training CLI picks f32 there, see [`super::precision`]).
 
 use rayon::prelude::*;
 
+use super::amx;
 use super::precision::cpu_has_avx512_bf16;
 
 /// Columns per panel: two registers of 16 f32 lanes.
@@ -34,17 +39,51 @@ const KCP: usize = 128;
 const MC: usize = 96;
 /// Below this many multiply-adds per call, one thread does the whole product.
 const PARALLEL_MACS: usize = 1 << 20;
+/// Pairs and rows are padded to multiples of these (whole AMX tiles: 16 pairs = 32 k, and two
+/// 16-row A tiles per block).
+const PAIR_PAD: usize = 16;
+const ROW_PAD: usize = 32;
+
+/// Which engine runs the products on this CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// AMX tiles.
+    Amx,
+    /// AVX-512 BF16 `vdpbf16ps`.
+    Avx512,
+    /// Scalar code with the same operand rounding.
+    Portable,
+}
+
+impl Engine {
+    /// The fastest engine this CPU (and OS) offers.
+    pub fn detect() -> Engine {
+        if amx::available() {
+            Engine::Amx
+        } else if cpu_has_avx512_bf16() {
+            Engine::Avx512
+        } else {
+            Engine::Portable
+        }
+    }
+}
+
+/// The engine of this process, detected once.
+fn engine() -> Engine {
+    static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+    *ENGINE.get_or_init(Engine::detect)
+}
 
 /// `x` rounded to bf16 (round to nearest, ties to even; NaN stays NaN), as the f32 bit pattern
 /// whose low 16 bits are zero.
 #[inline(always)]
 pub fn bf16_bits(x: f32) -> u32 {
     let b = x.to_bits();
-    if x.is_nan() {
-        // Keep it a (quiet) NaN: rounding could carry a payload into the exponent.
-        return (b | 0x0040_0000) & 0xFFFF_0000;
-    }
-    b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) & 0xFFFF_0000;
+    // Keep a NaN a (quiet) NaN: rounding could carry its payload into the exponent. A select, not
+    // a branch, so that the packing loops vectorise.
+    let nan = (b | 0x0040_0000) & 0xFFFF_0000;
+    if x.is_nan() { nan } else { rounded }
 }
 
 /// `x` rounded to the nearest bf16, as an f32: what the products see of an operand.
@@ -59,12 +98,33 @@ fn pair(lo: f32, hi: f32) -> u32 {
     (bf16_bits(lo) >> 16) | bf16_bits(hi)
 }
 
-/// A left-hand side `[m, k]` as bf16 pairs in k-pair-major order `[k.div_ceil(2)][m]` (an odd k
-/// is padded with a zero). Reusable: [`PackedLhsBf16::pack`] keeps the buffer.
+/// `dst[q] = pair(src[2q], src[2q + 1])` (a zero after an odd-length row): one contiguous row of
+/// k values as pairs. Written as plain slice loops so that the compiler vectorises it.
+fn pairs_of_row(dst: &mut [u32], src: &[f32]) {
+    let whole = src.len() / 2;
+    for (d, p) in dst[..whole].iter_mut().zip(src.chunks_exact(2)) {
+        *d = pair(p[0], p[1]);
+    }
+    if src.len() % 2 == 1 {
+        dst[whole] = pair(src[src.len() - 1], 0.0);
+    }
+}
+
+/// `dst[i] = pair(even[i], odd[i])`: two contiguous rows (k = 2q and 2q + 1) as one row of pairs.
+fn interleave(dst: &mut [u32], even: &[f32], odd: &[f32]) {
+    for ((d, &e), &o) in dst.iter_mut().zip(even).zip(odd) {
+        *d = pair(e, o);
+    }
+}
+
+/// A left-hand side `[m, k]` as row-major bf16 pairs `[m (padded to 32)][k.div_ceil(2) (padded
+/// to 16)]`, zeros in the padding. Reusable: [`PackedLhsBf16::pack`] keeps the buffer.
 #[derive(Default)]
 pub struct PackedLhsBf16 {
     m: usize,
     k: usize,
+    /// Row stride in pairs.
+    stride: usize,
     data: Vec<u32>,
 }
 
@@ -84,29 +144,71 @@ impl PackedLhsBf16 {
             "bf16 matmul: left-hand side too short"
         );
         let pairs = k.div_ceil(2);
+        let stride = pairs.next_multiple_of(PAIR_PAD);
+        let rows = m.next_multiple_of(ROW_PAD);
+        // Same depth and size as last time (every step of a sequence): the padding pairs are
+        // still zero and every other word of rows 0..m is overwritten below, so nothing needs
+        // clearing (rows past m only ever produce output rows that are never written).
+        if self.k != k || self.data.len() != rows * stride {
+            self.data.clear();
+            self.data.resize(rows * stride, 0);
+        }
         self.m = m;
         self.k = k;
-        self.data.clear();
-        self.data.resize(pairs * m, 0);
-        if m == 0 {
+        self.stride = stride;
+        if m == 0 || k == 0 {
             return;
         }
-        let fill = |(q, out): (usize, &mut [u32])| {
-            let (k0, k1) = (2 * q, 2 * q + 1);
-            if k1 < k {
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = pair(lhs[i * rs + k0 * cs], lhs[i * rs + k1 * cs]);
-                }
+        let parallel = m * k >= PARALLEL_MACS / 16 && candle_core::utils::get_num_threads() > 1;
+        let body = &mut self.data[..m * stride];
+        if cs == 1 {
+            // Row-major source: a row of pairs is one contiguous source row.
+            let fill = |(i, row): (usize, &mut [u32])| {
+                pairs_of_row(&mut row[..pairs], &lhs[i * rs..i * rs + k])
+            };
+            if parallel {
+                body.par_chunks_mut(stride).enumerate().for_each(fill);
             } else {
-                for (i, o) in out.iter_mut().enumerate() {
-                    *o = pair(lhs[i * rs + k0 * cs], 0.0);
+                body.chunks_mut(stride).enumerate().for_each(fill);
+            }
+        } else if rs == 1 {
+            // Column-major source (a transposed operand): source rows 2q and 2q + 1 interleave
+            // into column q of the packed rows; blocks of 64 rows keep the written lines in L1.
+            const BLOCK: usize = 64;
+            let fill = |(b, block): (usize, &mut [u32])| {
+                let i0 = b * BLOCK;
+                let n = block.len() / stride;
+                let mut column = [0u32; BLOCK];
+                for q in 0..pairs {
+                    let even = &lhs[2 * q * cs + i0..2 * q * cs + i0 + n];
+                    if 2 * q + 1 < k {
+                        let odd = &lhs[(2 * q + 1) * cs + i0..(2 * q + 1) * cs + i0 + n];
+                        interleave(&mut column[..n], even, odd);
+                    } else {
+                        column
+                            .iter_mut()
+                            .zip(even)
+                            .for_each(|(c, &e)| *c = pair(e, 0.0));
+                    }
+                    for (i, c) in column[..n].iter().enumerate() {
+                        block[i * stride + q] = *c;
+                    }
+                }
+            };
+            if parallel {
+                body.par_chunks_mut(BLOCK * stride)
+                    .enumerate()
+                    .for_each(fill);
+            } else {
+                body.chunks_mut(BLOCK * stride).enumerate().for_each(fill);
+            }
+        } else {
+            let value = |i: usize, kk: usize| if kk < k { lhs[i * rs + kk * cs] } else { 0.0 };
+            for (i, row) in body.chunks_mut(stride).enumerate() {
+                for (q, o) in row[..pairs].iter_mut().enumerate() {
+                    *o = pair(value(i, 2 * q), value(i, 2 * q + 1));
                 }
             }
-        };
-        if m * k >= PARALLEL_MACS / 16 && candle_core::utils::get_num_threads() > 1 {
-            self.data.par_chunks_mut(m).enumerate().for_each(fill);
-        } else {
-            self.data.chunks_mut(m).enumerate().for_each(fill);
         }
     }
 
@@ -120,7 +222,9 @@ impl PackedLhsBf16 {
 pub struct PackedRhsBf16 {
     k: usize,
     n: usize,
-    /// `[n.div_ceil(NR)][k.div_ceil(2)][NR]`.
+    /// Pairs per panel: `k.div_ceil(2)` padded to 16.
+    pairs: usize,
+    /// `[n.div_ceil(NR)][pairs][NR]`.
     panels: Vec<u32>,
 }
 
@@ -135,16 +239,43 @@ impl PackedRhsBf16 {
             rhs.len() > (k - 1) * rs + (n - 1) * cs,
             "bf16 matmul: right-hand side too short"
         );
-        let pairs = k.div_ceil(2);
+        let pairs = k.div_ceil(2).next_multiple_of(PAIR_PAD);
         let n_panels = n.div_ceil(NR);
         let mut panels = vec![0u32; n_panels * pairs * NR];
         let fill = |(p, panel): (usize, &mut [u32])| {
-            let cols = (p * NR)..n.min((p + 1) * NR);
-            for (q, dst) in panel.chunks_mut(NR).enumerate() {
-                let (k0, k1) = (2 * q, 2 * q + 1);
-                for (d, j) in dst.iter_mut().zip(cols.clone()) {
-                    let hi = if k1 < k { rhs[k1 * rs + j * cs] } else { 0.0 };
-                    *d = pair(rhs[k0 * rs + j * cs], hi);
+            let (col0, width) = (p * NR, NR.min(n - p * NR));
+            if cs == 1 {
+                // Rows of the source are k: rows 2q and 2q + 1 interleave into panel row q.
+                for (q, dst) in panel.chunks_mut(NR).take(k.div_ceil(2)).enumerate() {
+                    let even = &rhs[2 * q * rs + col0..2 * q * rs + col0 + width];
+                    if 2 * q + 1 < k {
+                        let odd = &rhs[(2 * q + 1) * rs + col0..(2 * q + 1) * rs + col0 + width];
+                        interleave(&mut dst[..width], even, odd);
+                    } else {
+                        dst.iter_mut()
+                            .zip(even)
+                            .for_each(|(d, &e)| *d = pair(e, 0.0));
+                    }
+                }
+            } else if rs == 1 {
+                // A transposed source (rows of the source are columns here): each column's k
+                // values are contiguous; write them down the panel.
+                let mut column = vec![0u32; k.div_ceil(2)];
+                for jj in 0..width {
+                    let j = col0 + jj;
+                    pairs_of_row(&mut column, &rhs[j * cs..j * cs + k]);
+                    for (q, c) in column.iter().enumerate() {
+                        panel[q * NR + jj] = *c;
+                    }
+                }
+            } else {
+                for (q, dst) in panel.chunks_mut(NR).take(k.div_ceil(2)).enumerate() {
+                    let (k0, k1) = (2 * q, 2 * q + 1);
+                    for (jj, d) in dst[..width].iter_mut().enumerate() {
+                        let j = col0 + jj;
+                        let hi = if k1 < k { rhs[k1 * rs + j * cs] } else { 0.0 };
+                        *d = pair(rhs[k0 * rs + j * cs], hi);
+                    }
                 }
             }
         };
@@ -153,7 +284,12 @@ impl PackedRhsBf16 {
         } else {
             panels.chunks_mut(pairs * NR).enumerate().for_each(fill);
         }
-        PackedRhsBf16 { k, n, panels }
+        PackedRhsBf16 {
+            k,
+            n,
+            pairs,
+            panels,
+        }
     }
 
     /// `dst [m, n] (row stride dst_rs) = (accumulate ? dst : 0) + lhs · self`. Splits the column
@@ -162,6 +298,18 @@ impl PackedRhsBf16 {
     /// # Panics
     /// If `lhs` was packed with another depth or `dst` is too small.
     pub fn matmul(&self, dst: &mut [f32], dst_rs: usize, accumulate: bool, lhs: &PackedLhsBf16) {
+        self.matmul_on(engine(), dst, dst_rs, accumulate, lhs);
+    }
+
+    /// [`PackedRhsBf16::matmul`] on a given engine, which this CPU must have.
+    fn matmul_on(
+        &self,
+        engine: Engine,
+        dst: &mut [f32],
+        dst_rs: usize,
+        accumulate: bool,
+        lhs: &PackedLhsBf16,
+    ) {
         let (m, k, n) = (lhs.m, self.k, self.n);
         if m == 0 {
             return;
@@ -177,7 +325,7 @@ impl PackedRhsBf16 {
         let run = |panels: std::ops::Range<usize>| {
             // SAFETY: the asserts above bound every row and column written; each call gets a
             // disjoint range of panels, hence disjoint columns of `dst`.
-            unsafe { self.panels_into(panels, &out, dst_rs, accumulate, lhs) }
+            unsafe { self.panels_into(engine, panels, &out, dst_rs, accumulate, lhs) }
         };
         if threads > 1 && m * n * k >= PARALLEL_MACS {
             let per = n_panels.div_ceil(threads);
@@ -196,15 +344,55 @@ impl PackedRhsBf16 {
     /// other thread may write the columns of `panels` meanwhile.
     unsafe fn panels_into(
         &self,
+        engine: Engine,
         panels: std::ops::Range<usize>,
         dst: &SharedDst,
         dst_rs: usize,
         accumulate: bool,
         lhs: &PackedLhsBf16,
     ) {
+        // Writes `rows` x `width` of a computed block at (row, col0), adding or overwriting.
+        let write = |tile: &[[f32; NR]], row: usize, rows: usize, col0: usize, add: bool| {
+            let width = NR.min(self.n - col0);
+            for (i, t) in tile.iter().enumerate().take(rows) {
+                // SAFETY: row `row + i < m` and columns `col0..col0 + width <= n` are in bounds
+                // (caller's contract), and this thread owns these columns.
+                let d = unsafe {
+                    std::slice::from_raw_parts_mut(dst.0.add((row + i) * dst_rs + col0), width)
+                };
+                if add {
+                    d.iter_mut().zip(t).for_each(|(d, t)| *d += t);
+                } else {
+                    d.copy_from_slice(&t[..width]);
+                }
+            }
+        };
         let m = lhs.m;
-        let pairs = self.k.div_ceil(2);
-        let fast = cpu_has_avx512_bf16();
+        let pairs = self.pairs;
+        #[cfg(target_arch = "x86_64")]
+        if engine == Engine::Amx {
+            // SAFETY: AMX was found available and permitted.
+            let mut tiles = unsafe { amx::Tiles::configure() };
+            let mut block = [[0f32; NR]; 32];
+            for p in panels {
+                let panel = &self.panels[p * pairs * NR..(p + 1) * pairs * NR];
+                for row in (0..m).step_by(32) {
+                    // SAFETY: the left-hand side has rows padded to 32 and `pairs` (a multiple
+                    // of 16) pairs per row at stride `lhs.stride`; the panel holds `pairs` rows.
+                    unsafe {
+                        tiles.block(
+                            &mut block,
+                            lhs.data.as_ptr().add(row * lhs.stride),
+                            lhs.stride,
+                            panel.as_ptr(),
+                            pairs,
+                        )
+                    };
+                    write(&block, row, 32.min(m - row), p * NR, accumulate);
+                }
+            }
+            return;
+        }
         for (q0, m0) in (0..pairs)
             .step_by(KCP)
             .flat_map(|q0| (0..m).step_by(MC).map(move |m0| (q0, m0)))
@@ -214,39 +402,23 @@ impl PackedRhsBf16 {
             let add = accumulate || q0 > 0;
             for p in panels.clone() {
                 let panel = &self.panels[(p * pairs + q0) * NR..(p * pairs + q0 + qc) * NR];
-                let col0 = p * NR;
-                let width = NR.min(self.n - col0);
                 let mut row = m0;
                 while row < m_end {
                     let rows = MR.min(m_end - row);
                     let mut tile = [[0f32; NR]; MR];
-                    // Pairs q0.. of rows `row..`: element (q, i) at a[(q - q0) * m + i].
-                    let a = &lhs.data[q0 * m + row..];
-                    if fast {
+                    // Pairs q0.. of rows `row..`: element (i, q) at a[i * stride + q - q0].
+                    let a = &lhs.data[row * lhs.stride + q0..];
+                    if engine == Engine::Avx512 {
                         #[cfg(target_arch = "x86_64")]
-                        // SAFETY: AVX-512 BF16 was detected at run time; `a` holds `qc` pairs of
-                        // `rows` rows at stride `m`, `panel` holds `qc * NR` pairs.
+                        // SAFETY: AVX-512 BF16 was detected at run time; `a` holds `rows` rows of
+                        // `qc` pairs at stride `lhs.stride`, `panel` holds `qc * NR` pairs.
                         unsafe {
-                            avx512::tile(&mut tile, rows, a, m, panel, qc)
+                            avx512::tile(&mut tile, rows, a, lhs.stride, panel, qc)
                         };
                     } else {
-                        portable_tile(&mut tile, rows, a, m, panel, qc);
+                        portable_tile(&mut tile, rows, a, lhs.stride, panel, qc);
                     }
-                    for (i, t) in tile.iter().enumerate().take(rows) {
-                        // SAFETY: row `row + i < m` and columns `col0..col0 + width <= n` are in
-                        // bounds (caller's contract), and this thread owns these columns.
-                        let d = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.0.add((row + i) * dst_rs + col0),
-                                width,
-                            )
-                        };
-                        if add {
-                            d.iter_mut().zip(t).for_each(|(d, t)| *d += t);
-                        } else {
-                            d.copy_from_slice(&t[..width]);
-                        }
-                    }
+                    write(&tile, row, rows, p * NR, add);
                     row += rows;
                 }
             }
@@ -298,7 +470,8 @@ fn half_of(pair: u32, hi: bool) -> f32 {
     f32::from_bits(if hi { pair & 0xFFFF_0000 } else { pair << 16 })
 }
 
-/// `tile[0..rows] = a · panel` over `pairs` k-pairs, for CPUs without AVX-512 BF16.
+/// `tile[0..rows] = a · panel` over `pairs` k-pairs (row `i` of `a` at `i * a_stride`), for CPUs
+/// without AVX-512 BF16.
 fn portable_tile(
     tile: &mut [[f32; NR]; MR],
     rows: usize,
@@ -309,7 +482,7 @@ fn portable_tile(
 ) {
     for (i, t) in tile.iter_mut().enumerate().take(rows) {
         for (q, b) in panel.chunks_exact(NR).take(pairs).enumerate() {
-            let ap = a[q * a_stride + i];
+            let ap = a[i * a_stride + q];
             let (a0, a1) = (half_of(ap, false), half_of(ap, true));
             for (t, &bp) in t.iter_mut().zip(b) {
                 *t += a0 * half_of(bp, false) + a1 * half_of(bp, true);
@@ -326,7 +499,7 @@ mod avx512 {
     /// `tile[0..rows] = a · panel` over `pairs` k-pairs with all accumulators in registers.
     ///
     /// # Safety
-    /// AVX-512F and AVX-512 BF16 must be available; `a` must hold `pairs` pairs of `rows` rows at
+    /// AVX-512F and AVX-512 BF16 must be available; `a` must hold `rows` rows of `pairs` pairs at
     /// stride `a_stride`; `panel` must hold `pairs * NR` pairs.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn tile(
@@ -368,7 +541,7 @@ mod avx512 {
         pairs: usize,
     ) {
         assert!(R <= MR && panel.len() >= pairs * NR);
-        assert!(pairs == 0 || a.len() >= (pairs - 1) * a_stride + R);
+        assert!(pairs == 0 || a.len() >= (R - 1) * a_stride + pairs);
         let mut acc = [[_mm512_setzero_ps(); 2]; R];
         let a = a.as_ptr();
         let b = panel.as_ptr();
@@ -378,9 +551,9 @@ mod avx512 {
                 let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR).cast()));
                 let b1: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16).cast()));
-                let row = a.add(q * a_stride);
                 for (i, acc) in acc.iter_mut().enumerate() {
-                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*row.add(i) as i32));
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*a.add(i * a_stride + q) as i32));
                     acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
                     acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
                 }
@@ -522,6 +695,55 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_left_hand_buffer_gives_what_a_fresh_one_gives_whatever_came_before() {
+        // Shapes whose padded sizes coincide, so the buffer is reused with stale contents.
+        let mut reused = PackedLhsBf16::new();
+        for &(m, k) in &[(30, 30), (20, 20), (31, 31), (5, 3), (32, 32)] {
+            let a = values(m * k, m as u32 + 100 * k as u32);
+            let b = values(k * 40, 13);
+            let rhs = PackedRhsBf16::new(&b, (k, 40), (40, 1));
+            let mut fresh = PackedLhsBf16::new();
+            fresh.pack(&a, (m, k), (k, 1));
+            reused.pack(&a, (m, k), (k, 1));
+            let (mut x, mut y) = (vec![0f32; m * 40], vec![0f32; m * 40]);
+            rhs.matmul(&mut x, 40, false, &fresh);
+            rhs.matmul(&mut y, 40, false, &reused);
+            assert_eq!(x, y, "{m}x{k}");
+        }
+    }
+
+    #[test]
+    fn every_engine_this_cpu_has_computes_the_same_products() {
+        let mut engines = vec![Engine::Portable];
+        if cpu_has_avx512_bf16() {
+            engines.push(Engine::Avx512);
+        }
+        if amx::available() {
+            engines.push(Engine::Amx);
+        }
+        eprintln!("engines here: {engines:?}");
+        for &(m, k, n) in &[(1, 1, 1), (33, 70, 65), (64, 512, 96), (100, 31, 32)] {
+            let a = values(m * k, 11);
+            let b = values(k * n, 12);
+            let rhs = PackedRhsBf16::new(&b, (k, n), (n, 1));
+            let mut lhs = PackedLhsBf16::new();
+            lhs.pack(&a, (m, k), (k, 1));
+            let mut want = vec![0f32; m * n];
+            rhs.matmul_on(Engine::Portable, &mut want, n, false, &lhs);
+            for &engine in &engines {
+                let mut got = vec![1f32; m * n];
+                rhs.matmul_on(engine, &mut got, n, true, &lhs);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - 1.0 - w).abs() <= 1e-5 * (1.0 + w.abs()) * (k as f32).sqrt(),
+                        "{engine:?} {m}x{k}x{n}: {g} vs 1 + {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn portable_and_avx512_tiles_agree() {
         let (pairs, rows) = (37, 11);
         let a: Vec<u32> = values(pairs * rows * 2, 7)
@@ -533,13 +755,13 @@ mod tests {
             .map(|p| pair(p[0], p[1]))
             .collect();
         let mut want = [[0f32; NR]; MR];
-        portable_tile(&mut want, rows, &a, rows, &panel, pairs);
+        portable_tile(&mut want, rows, &a, pairs, &panel, pairs);
         if cpu_has_avx512_bf16() {
             let mut got = [[0f32; NR]; MR];
             #[cfg(target_arch = "x86_64")]
             // SAFETY: detected above; shapes as documented.
             unsafe {
-                avx512::tile(&mut got, rows, &a, rows, &panel, pairs)
+                avx512::tile(&mut got, rows, &a, pairs, &panel, pairs)
             };
             for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
                 assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");

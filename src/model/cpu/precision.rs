@@ -40,10 +40,10 @@ impl std::fmt::Display for Precision {
 }
 
 impl Precision {
-    /// The fastest precision on this CPU: bf16 where it has AVX-512 BF16, else f32 (elsewhere the
-    /// bf16 products would run a slow portable loop).
+    /// The fastest precision on this CPU: bf16 where it has AMX or AVX-512 BF16, else f32
+    /// (elsewhere the bf16 products would run a slow portable loop).
     pub fn fastest() -> Precision {
-        if cpu_has_avx512_bf16() {
+        if super::amx::available() || cpu_has_avx512_bf16() {
             Precision::Bf16
         } else {
             Precision::F32
@@ -53,9 +53,9 @@ impl Precision {
     /// `self`, or f32 with the reason when this CPU cannot run bf16 products at speed.
     pub fn on_this_cpu(self) -> (Precision, Option<&'static str>) {
         match self {
-            Precision::Bf16 if !cpu_has_avx512_bf16() => (
+            Precision::Bf16 if !super::amx::available() && !cpu_has_avx512_bf16() => (
                 Precision::F32,
-                Some("this CPU has no AVX-512 BF16 (avx512_bf16): training in f32"),
+                Some("this CPU has neither AMX-BF16 nor AVX-512 BF16: training in f32"),
             ),
             p => (p, None),
         }
