@@ -506,11 +506,10 @@ impl Stepper<'_> {
                 }
                 None => Tensor::zeros((steps, batch, g4), DType::F32, x.device())?,
             };
-            let out = lstm_layer(&gx, &layer.w_hh, &state.h, &state.c, &bias)?;
-            let (hs, cs) = (out.get(0)?, out.get(1)?);
+            let (hs, c_last) = lstm_layer(&gx, &layer.w_hh, &state.h, &state.c, &bias)?;
             states.push(LstmState {
                 h: hs.get(steps - 1)?,
-                c: cs.get(steps - 1)?,
+                c: c_last,
             });
             below = hs;
         }

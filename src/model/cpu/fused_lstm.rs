@@ -21,9 +21,11 @@ use super::lstm_cell as gates;
 use super::precision::{Precision, current_precision};
 use super::product::{self, PackedWeights};
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 
 /// Below this many cells per step (batch x hidden) the gate math of a step stays on one thread:
@@ -40,15 +42,21 @@ const PARALLEL_CELLS: usize = 8192;
 ///   conditioning input's projection). Added inside the op, so that neither a `[T, B, 4H]`
 ///   broadcast sum in the forward pass nor its reduction in the backward pass is needed.
 ///
-/// Returns `[2, T, B, H]`: every step's `h` (index 0) and `c` (index 1). Gradients flow to every
-/// input.
+/// Returns every step's `h` `[T, B, H]` and the last step's cell state `c_T` `[B, H]`. Gradients
+/// flow to every input from both.
+///
+/// Why two tensors and not one `[2, T, B, H]` to slice: Candle's backward of a slice builds a
+/// zero tensor of the whole source, copies the gradient into it and adds that to the source's
+/// gradient (three full-size passes of memory per layer and step of training), which measured
+/// ~15 % of a training step. `c_T` comes from a second op ([`FinalCellOp`]) that shares the
+/// layer's saved state: its backward hands `dc_T` to the layer's backward directly.
 pub fn lstm_layer(
     gx: &Tensor,
     w_hh: &Tensor,
     h0: &Tensor,
     c0: &Tensor,
     bias: &Tensor,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Tensor)> {
     let (steps, batch, g4) = gx.dims3()?;
     let hidden = g4 / 4;
     if steps == 0 || batch == 0 {
@@ -82,15 +90,75 @@ pub fn lstm_layer(
         &[h0.flatten_all()?, c0.flatten_all()?, bias.flatten_all()?],
         0,
     )?;
+    let shared = Arc::new(Mutex::new(Saved::default()));
     let op = LstmLayerOp {
         steps,
         batch,
         hidden,
         per_row,
         precision: current_precision(),
-        saved: Mutex::new(None),
+        saved: shared.clone(),
     };
-    gx.contiguous()?.apply_op3(&w_hh.contiguous()?, &packed, op)
+    let hs = gx
+        .contiguous()?
+        .apply_op3(&w_hh.contiguous()?, &packed, op)?;
+    let c_last = hs.apply_op1(FinalCellOp {
+        batch,
+        hidden,
+        saved: shared,
+    })?;
+    Ok((hs, c_last))
+}
+
+/// What a layer's forward pass leaves for its backward pass and for [`FinalCellOp`].
+#[derive(Default)]
+struct Saved {
+    /// Gate activations after their nonlinearities (`[T, B, 4H]`: σ(i), σ(f), tanh(g), σ(o)).
+    acts: Option<Vec<f32>>,
+    /// Every step's cell state `[T, B, H]`.
+    cs: Option<Vec<f32>>,
+    /// The gradient of the loss with respect to `c_T`, handed over by [`FinalCellOp`]'s backward
+    /// (which Candle runs before the layer's: it consumes the layer's output).
+    dc_last: Option<Vec<f32>>,
+}
+
+/// `c_T` of a layer, as an op on the layer's output `hs` (so that Candle orders its backward
+/// before the layer's). Forward copies `c_T` out of the shared state; backward stores `dc_T` there
+/// and gives `hs` a zero gradient (so that the layer's backward runs even when only `c_T` reaches
+/// the loss; training never uses `c_T`, only tests and callers that continue a sequence do).
+struct FinalCellOp {
+    batch: usize,
+    hidden: usize,
+    saved: Arc<Mutex<Saved>>,
+}
+
+impl CustomOp1 for FinalCellOp {
+    fn name(&self) -> &'static str {
+        "fused-lstm-final-cell"
+    }
+
+    fn cpu_fwd(&self, _s: &CpuStorage, _l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let bh = self.batch * self.hidden;
+        let saved = self.saved.lock().expect("fused LSTM state poisoned");
+        let Some(cs) = saved.cs.as_ref() else {
+            candle_core::bail!("fused LSTM: the final cell state was read before the layer ran");
+        };
+        let last = cs[cs.len() - bh..].to_vec();
+        Ok((
+            CpuStorage::F32(last),
+            Shape::from((self.batch, self.hidden)),
+        ))
+    }
+
+    fn bwd(&self, hs: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let dc = grad_res.flatten_all()?.to_vec1::<f32>()?;
+        let mut saved = self.saved.lock().expect("fused LSTM state poisoned");
+        match saved.dc_last.as_mut() {
+            Some(sum) => sum.iter_mut().zip(&dc).for_each(|(s, d)| *s += d),
+            None => saved.dc_last = Some(dc),
+        }
+        Ok(Some(hs.zeros_like()?))
+    }
 }
 
 /// One batch row of a forward step as the row loop hands it out: its index, gate pre-activations
@@ -106,10 +174,9 @@ struct LstmLayerOp {
     per_row: bool,
     /// The products' precision, fixed when the op is built.
     precision: Precision,
-    /// Gate activations after their nonlinearities (`[T, B, 4H]`: σ(i), σ(f), tanh(g), σ(o)),
-    /// written by `cpu_fwd`, read by `bwd`. A mutex only because `CustomOp3` takes `&self`; it is
-    /// never contended (forward and backward of one node never overlap).
-    saved: Mutex<Option<Vec<f32>>>,
+    /// Written by `cpu_fwd`, read by `bwd` and [`FinalCellOp`]. A mutex only because custom ops
+    /// take `&self`; it is never contended (the ops of one layer never run at the same time).
+    saved: Arc<Mutex<Saved>>,
 }
 
 /// The contiguous f32 data of a tensor held by `storage` (a CPU tensor's storage guard).
@@ -166,9 +233,10 @@ impl CustomOp3 for LstmLayerOp {
                 row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
             }
         }
-        // out = [h_0..h_{T-1} | c_0..c_{T-1}], each [B, H].
-        let mut out = vec![0f32; 2 * t_len * bh];
-        let (hs, cs) = out.split_at_mut(t_len * bh);
+        // Every step's h (the output) and c (kept for backward), each [T, B, H].
+        let mut out = vec![0f32; t_len * bh];
+        let mut cells = vec![0f32; t_len * bh];
+        let (hs, cs) = (&mut out[..], &mut cells[..]);
         for t in 0..t_len {
             let (h_done, h_rest) = hs.split_at_mut(t * bh);
             let (c_done, c_rest) = cs.split_at_mut(t * bh);
@@ -202,8 +270,10 @@ impl CustomOp3 for LstmLayerOp {
                     .for_each(row);
             }
         }
-        *self.saved.lock().expect("fused LSTM state poisoned") = Some(acts);
-        Ok((CpuStorage::F32(out), Shape::from((2, t_len, b, h))))
+        let mut saved = self.saved.lock().expect("fused LSTM state poisoned");
+        saved.acts = Some(acts);
+        saved.cs = Some(cells);
+        Ok((CpuStorage::F32(out), Shape::from((t_len, b, h))))
     }
 
     fn bwd(
@@ -216,10 +286,15 @@ impl CustomOp3 for LstmLayerOp {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (t_len, b, h) = (self.steps, self.batch, self.hidden);
         let (g4, bh) = (4 * h, b * h);
-        let saved = self.saved.lock().expect("fused LSTM state poisoned");
-        let Some(acts) = saved.as_ref() else {
+        let mut saved = self.saved.lock().expect("fused LSTM state poisoned");
+        // dc_T from the final-cell op, when c_T reached the loss (taken: a second backward pass
+        // over the same graph gets its own); else no gradient enters through c.
+        let dc_taken = saved.dc_last.take();
+        let (Some(acts), Some(cs)) = (saved.acts.as_ref(), saved.cs.as_ref()) else {
             candle_core::bail!("fused LSTM backward ran before its forward pass");
         };
+        let zeros = vec![0f32; bh];
+        let dc_last = dc_taken.as_deref().unwrap_or(&zeros);
         // Read the tensors in place (no copies): hold their storage guards for the whole pass.
         let grad_res = grad_res.contiguous()?;
         let (w_guard, w_layout) = w_hh.storage_and_layout();
@@ -227,11 +302,9 @@ impl CustomOp3 for LstmLayerOp {
         let (p_guard, p_layout) = packed.storage_and_layout();
         let s0 = &storage_f32(&p_guard, p_layout)?[..2 * bh];
         let (o_guard, o_layout) = res.storage_and_layout();
-        let out = storage_f32(&o_guard, o_layout)?;
+        let hs = storage_f32(&o_guard, o_layout)?;
         let (g_guard, g_layout) = grad_res.storage_and_layout();
-        let grad = storage_f32(&g_guard, g_layout)?;
-        let (hs, cs) = out.split_at(t_len * bh);
-        let (dhs, dcs) = grad.split_at(t_len * bh);
+        let dhs = storage_f32(&g_guard, g_layout)?;
 
         let mut d_acts = vec![0f32; t_len * b * g4];
         // Gradients flowing into step t from step t + 1 (and, at the end, into the initial state).
@@ -248,7 +321,8 @@ impl CustomOp3 for LstmLayerOp {
                 &cs[(t - 1) * bh..t * bh]
             };
             let c = &cs[t * bh..(t + 1) * bh];
-            let (dh_out, dc_out) = (&dhs[t * bh..(t + 1) * bh], &dcs[t * bh..(t + 1) * bh]);
+            let dh_out = &dhs[t * bh..(t + 1) * bh];
+            let dc_out = if t + 1 == t_len { dc_last } else { &zeros[..] };
             let row = |(r, (carry, da)): (usize, (&mut [f32], &mut [f32]))| {
                 let rows = r * h..(r + 1) * h;
                 gates::backward(
