@@ -3,7 +3,8 @@
 //!
 //! - One thread per plugin instance, started by [`Generator::spawn`] and joined by
 //!   [`Generator::stop`] (or `Drop`): a slow decode in one instance never stalls another, and no
-//!   thread outlives the plugin.
+//!   thread outlives the plugin. Starting it never waits for the model: the worker loads it and
+//!   publishes its first pattern when ready, and the sequencer plays what it had until then.
 //! - The worker polls [`Controls`] every [`POLL_INTERVAL`] (plus whenever a command arrives), so
 //!   the audio thread sends nothing: parameter values are atomics the worker reads.
 //! - Patterns reach the audio thread through a triple buffer ([`PatternReceiver`]): wait-free on
@@ -196,8 +197,8 @@ impl Link {
     }
 
     /// Waits until the worker has settled on the point `controls` give now (decoded it, or failed
-    /// and reported why). Used on activation so that playback starts with the right pattern.
-    /// Returns `false` on timeout.
+    /// and reported why). For tests and benchmarks: the plugin never waits. Returns `false` on
+    /// timeout.
     pub fn wait_until_settled(&self, controls: &dyn Controls, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let _ = self.commands.try_send(Command::Wake);

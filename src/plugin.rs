@@ -1,7 +1,11 @@
 //! The nice-plug plugin: a MIDI drum generator exported as CLAP and VST3. `process()` runs on the
 //! AUDIO THREAD and only reads parameters, takes the newest pattern from the worker (wait-free)
 //! and runs the [`Sequencer`]; `activate`/`deactivate` run on the host's main thread and start
-//! and join the plugin's own worker thread ([`Generator`]).
+//! and join the plugin's own worker thread ([`Generator`]). Activation never waits for the model:
+//! a host opening a project activates every instance in a row, and 20 instances waiting for their
+//! models took 100 s. The worker publishes the first pattern when it is ready; until then the
+//! sequencer plays what it had (silence in a new instance, the last pattern after a
+//! reactivation).
 //!
 //! Formats: CLAP features `note-effect`, `drum` and `drumvae:groove-generator`; VST3 category
 //! `Instrument|Drum`. It is a note generator, but it exposes one silent stereo output so that hosts
@@ -22,10 +26,6 @@ use params::{DrumVaeParams, ParamControls};
 use player::{PlayState, Player};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long activation waits for the first pattern, so playback starts with the right one.
-const FIRST_PATTERN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The plugin instance.
 pub struct DrumVae {
@@ -152,9 +152,9 @@ impl Plugin for DrumVae {
     ) -> bool {
         self.sample_rate = f64::from(buffer_config.sample_rate);
         // A reactivation (new sample rate, restored state) restarts the worker with the same
-        // model, so the hand-off starts fresh and the restored point is decoded before playing.
+        // model, so the hand-off starts fresh and the restored point is decoded at once. Nothing
+        // here waits for the worker: it publishes the first pattern when it has one.
         self.stop_worker();
-        let controls = ParamControls(self.params.clone());
         let spawned = Generator::spawn_with(
             Arc::new(ParamControls(self.params.clone())),
             // A CPU-only build has nothing to choose (and nothing to warn the user about).
@@ -168,12 +168,6 @@ impl Plugin for DrumVae {
         );
         match spawned {
             Ok((generator, patterns)) => {
-                if !generator.wait_until_settled(&controls, FIRST_PATTERN_TIMEOUT) {
-                    nice_warn!("DrumVAE: the first pattern was not ready in time");
-                }
-                for message in generator.status().messages {
-                    nice_warn!("DrumVAE: {message}");
-                }
                 self.generator = Some(generator);
                 self.player.patterns = Some(patterns);
                 true
