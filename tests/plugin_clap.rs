@@ -13,8 +13,10 @@
 //!   `loop_end_beats`) without splitting its blocks at the loop end gets every note on the sample
 //!   the independent looped schedule gives, the loop start's downbeat on the wrap sample inside
 //!   the block that crosses the loop end, and no note cut short.
-//! - **Morphing.** Automating `Morph X` makes the worker decode the new point, and the new pattern
-//!   takes over at the next bar line, event for event what the library [`Sequencer`] plays.
+//! - **Morphing.** Automating `Morph X` makes the worker decode the new point at the next bar
+//!   line's decision, and the new pattern takes over at that bar line, event for event what the
+//!   library [`Sequencer`] plays. Under continuous automation of every morph parameter, each bar
+//!   line plays the decode of the values sent in its decision block.
 //! - **Activation.** 20 instances activated in a row each return at once, without waiting for
 //!   their models, and each plays its own pattern exactly once its worker is ready. (Activation
 //!   never waits for the model, so every test here first lets the first pattern arrive:
@@ -58,7 +60,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use drumvae::Pattern;
-use drumvae::generator::{Engine, Point, Slot, Slots};
+use drumvae::generator::{DECISION_LEAD, Engine, Point, Slot, Slots};
 use drumvae::groove::VOICES;
 use drumvae::plugin::params::DrumVaeParams;
 use drumvae::sequencer::{Sequencer, Settings, SwitchAt, Transport};
@@ -1032,8 +1034,16 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     let change = timeline.block(512, vec![(morph_x, 0, 1.0)]);
     session.send(vec![change]);
     assert_eq!(session.audio.plugin().param_value(morph_x), 1.0);
+    // Nothing is decoded yet: the next bar line (step 32) takes the values of its decision block,
+    // the block that contains the sample `DECISION_LEAD` before the bar line's deadline (its
+    // earliest hit, half a step early). Play up to the end of that block.
+    let spb = samples_per_beat(120.0, rate);
+    let deadline = sample_at((32.0 - 0.5) / 4.0, 0.0, 0, spb) as u64;
+    let decision = deadline - (DECISION_LEAD.as_secs_f64() * rate) as u64;
+    session.play_until(&mut timeline, decision + 1, &mut *sizes);
     // The host keeps its transport where it is (no blocks) while the worker decodes and
-    // publishes; the plugin picks the new pattern up in the next block.
+    // publishes (a real-time host gives it the lead); the plugin picks the new pattern up in the
+    // next block.
     session.audio.idle(Duration::from_secs(1));
     let first_after = session.sent.len();
     let playhead = timeline.beat_now();
@@ -1047,6 +1057,10 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     // still ahead of the playhead when the new pattern arrives.
     let switch_step = (((host_beat(playhead) * 4.0 + 0.5) / 16.0).ceil() * 16.0) as i64;
     assert_eq!(switch_step, 32, "the next bar line after beat {playhead}");
+    assert!(
+        playhead < 8.0 - 0.125,
+        "the pattern arrives before the bar line's deadline"
+    );
 
     // 1. Event for event what the library sequencer plays when handed the same pattern then.
     let mut sequencer = Sequencer::new();
@@ -1087,7 +1101,6 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     );
 
     // 2. Analytically: steps before the switch step from the old pattern, from it on the new.
-    let spb = samples_per_beat(120.0, rate);
     let mut want: Vec<On> = hits(&old, &settings, steps_around(0.0, 24.0))
         .into_iter()
         .filter(|h| h.step < switch_step)
@@ -1120,6 +1133,114 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     );
     assert!(differs_at >= change_at + 512);
 
+    let log = session.finish();
+    check_pairing(&log);
+    assert_clean(&plugin);
+}
+
+/// The automatable parts of the morph point, and the CLAP values the automation below draws from
+/// (normalised for the continuous ones, steps for the seed): low temperatures and densities around
+/// the middle keep the grooves busy enough to tell apart.
+const MORPH_AUTOMATION: [(&str, f64, f64); 5] = [
+    ("Morph X", 0.0, 1.0),
+    ("Morph Y", 0.0, 1.0),
+    ("Temperature", 0.0, 0.4),
+    ("Density", 0.45, 0.9),
+    ("Seed", 0.0, 9_999.0),
+];
+
+/// Under continuous automation of every morph parameter (Morph X, Morph Y, Temperature, Density
+/// and Seed all change in every block, in random block sizes), each bar line plays the pattern
+/// decoded from the values the host sent in that bar's decision block: the block that contains
+/// the sample `DECISION_LEAD` before the bar line's deadline, its earliest possible hit half a step
+/// early (`src/generator/cue.rs`). A real-time host gives the worker that lead to decode; this one
+/// runs faster than real time, so it pauses after each decision block. Every note of every bar is
+/// then where the analytic schedule of that bar's pattern puts it.
+#[test]
+fn under_continuous_automation_each_bar_line_plays_the_values_sent_in_its_decision_block() {
+    const BARS: i64 = 6;
+    let (rate, tempo) = (48_000.0, 120.0);
+    let settings = Settings::default();
+    let mut plugin = load();
+    let automated: Vec<(u32, f64, f64, bool)> = MORPH_AUTOMATION
+        .iter()
+        .map(|&(name, low, high)| {
+            let p = plugin.param_by_name(name);
+            (p.id, low, high, p.stepped)
+        })
+        .collect();
+    // Bar 0 plays the first pattern, of the values before the automation starts.
+    let mut patterns = vec![decode(&point_of_state(&parse_state(&plugin.save_state())))];
+    let mut timeline = Timeline::new(rate);
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
+    let mut sizes = random_sizes(29, 1024);
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let automate = |rng: &mut ChaCha8Rng| -> Vec<(u32, u32, f64)> {
+        automated
+            .iter()
+            .map(|&(id, low, high, stepped)| {
+                let value = if stepped {
+                    f64::from(rng.random_range(low as i32..=high as i32))
+                } else {
+                    rng.random_range(low..high)
+                };
+                (id, 0, value)
+            })
+            .collect()
+    };
+    let spb = samples_per_beat(tempo, rate);
+    let lead = (DECISION_LEAD.as_secs_f64() * rate) as u64;
+    timeline.start(tempo, 0.0);
+    for bar in 1..=BARS {
+        let deadline = sample_at((bar as f64 * 16.0 - 0.5) / 4.0, 0.0, 0, spb) as u64;
+        // Automate block by block up to and including the block that contains the decision.
+        while timeline.sample <= deadline - lead {
+            let changes = automate(&mut rng);
+            let block = timeline.block(sizes(), changes);
+            session.send(vec![block]);
+        }
+        // The values the decision block left in the plugin, as its state says.
+        let state = parse_state(&session.audio.plugin().save_state());
+        patterns.push(decode(&point_of_state(&state)));
+        session.audio.idle(Duration::from_secs(1));
+    }
+    // Play on to the next bar line without automation: its decision repeats the last values.
+    let end = sample_at((BARS + 1) as f64 * 4.0, 0.0, 0, spb) as u64;
+    session.play_until(&mut timeline, end, &mut *sizes);
+    timeline.stop();
+    let stop = timeline.block(64, Vec::new());
+    session.send(vec![stop]);
+
+    let distinct = patterns
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !patterns[..*i].contains(p))
+        .count();
+    assert!(distinct >= 4, "{distinct} distinct patterns: proves little");
+    let mut want: Vec<On> = (0..=BARS)
+        .flat_map(|bar| {
+            let steps = 16 * bar..16 * bar + if bar < BARS { 16 } else { 20 };
+            hits(&patterns[bar as usize], &settings, steps)
+        })
+        .filter_map(|h| Some((sounds_at(&h, Entry::Start, 0.0, 0, spb)?, h)))
+        .filter(|&(at, _)| at < end as i64)
+        .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
+        .collect();
+    want.sort_unstable();
+    assert!(want.len() > 30, "{} note-ons", want.len());
+    let got = session.ons();
+    for bar in 0..=BARS {
+        let from = sample_at(bar as f64 * 4.0 - 0.125, 0.0, 0, spb).max(0) as u64;
+        let until = sample_at((bar + 1) as f64 * 4.0 - 0.125, 0.0, 0, spb) as u64;
+        let of = |ons: &[On]| -> Vec<On> {
+            ons.iter()
+                .filter(|o| (from..until).contains(&o.0))
+                .copied()
+                .collect()
+        };
+        assert_eq!(of(&got), of(&want), "bar {bar}");
+    }
+    assert_eq!(got, want);
     let log = session.finish();
     check_pairing(&log);
     assert_clean(&plugin);
