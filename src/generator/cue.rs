@@ -88,17 +88,6 @@ impl Automated {
             seed: self.seed,
         }
     }
-
-    /// The automatable values of `point`.
-    pub fn of(point: &Point) -> Automated {
-        Automated {
-            x: point.x,
-            y: point.y,
-            temperature: point.temperature,
-            density: point.density,
-            seed: point.seed,
-        }
-    }
 }
 
 /// One decision of the audio thread (see the module docs).
