@@ -1,13 +1,15 @@
 //! The plugin's costs (criterion, release):
 //! - `process/core_512`: what the audio thread runs per 512-sample block ([`Player::play_block`]: take
-//!   the newest pattern, read the parameters, run the sequencer) with a busy groove at 120 BPM,
+//!   the newest pattern, read the parameters, run the sequencer, cue the worker) at 120 BPM,
 //!   48 kHz, playing;
 //! - `process/clap_512`: the whole plugin through the CLAP ABI (clack-host loads the release
 //!   `libdrumvae.so`), 512-sample blocks, amortised over batches of 1,000 blocks; includes the
 //!   host side (event lists, transport, output note decoding), so it is an upper bound;
 //! - `worker/decode`: one pattern decode (the embedded model, CPU, batch 1);
 //! - `worker/param_change_to_pattern`: from a control change to the pattern being available to
-//!   the audio thread (poll interval + decode + hand-off).
+//!   the audio thread (poll interval + decode + hand-off), for a change on its own: while the
+//!   transport is stopped the worker publishes changes at most `PREVIEW_RATE` a second (and
+//!   `PREVIEW_SHARE` of a core), so each change comes after a pause that is not timed.
 //!
 //! Memory: `cargo bench --bench plugin -- --memory` prints the resident memory the plugin adds
 //! (load, activate, per extra instance) instead of timing.
@@ -19,7 +21,9 @@ mod host;
 
 use candle_core::Device;
 use criterion::{Criterion, criterion_group};
-use drumvae::generator::{Controls, Engine, Generator, Point, Slot};
+use drumvae::generator::{
+    Controls, Cue, Engine, Generator, PREVIEW_RATE, PREVIEW_SHARE, Point, Slot,
+};
 use drumvae::model::DeviceRequest;
 use drumvae::plugin::params::{DrumVaeParams, ParamControls};
 use drumvae::plugin::player::{PlayState, Player};
@@ -35,14 +39,15 @@ const BLOCK: u32 = 512;
 
 fn process_core(c: &mut Criterion) {
     let params = Arc::new(DrumVaeParams::default());
-    let (generator, patterns) = Generator::spawn(
-        Arc::new(ParamControls(params.clone())),
-        DeviceRequest::Cpu,
-        None,
-    )
-    .unwrap();
-    assert!(generator.wait_until_settled(&ParamControls(params.clone()), Duration::from_secs(30)));
-    let mut player = Player::default();
+    let cue = Arc::new(Cue::new());
+    let controls = Arc::new(ParamControls {
+        params: params.clone(),
+        cue: cue.clone(),
+    });
+    let (generator, patterns) =
+        Generator::spawn(controls.clone(), DeviceRequest::Cpu, None).unwrap();
+    assert!(generator.wait_until_settled(controls.as_ref(), Duration::from_secs(30)));
+    let mut player = Player::new(cue);
     player.patterns = Some(patterns);
     let state = PlayState::default();
     let mut pos = 0.0f64;
@@ -59,9 +64,16 @@ fn process_core(c: &mut Criterion) {
                 sample_rate: RATE,
                 loop_beats: None,
             };
-            player.play_block(&params, &state, black_box(&transport), BLOCK, &mut |e| {
-                events += u64::from(e.on);
-            });
+            player.play_block(
+                &params.settings(),
+                params.automated(),
+                &state,
+                black_box(&transport),
+                BLOCK,
+                &mut |e| {
+                    events += u64::from(e.on);
+                },
+            );
             pos += beats_per_block;
         })
     });
@@ -72,6 +84,7 @@ fn process_core(c: &mut Criterion) {
 fn process_clap(c: &mut Criterion) {
     let mut plugin = host::PluginUnderTest::load(&host::plugin_library_path()).unwrap();
     let mut audio = plugin.activate(RATE, BLOCK);
+    wait_for_first_pattern(&mut audio);
     let batch = 1_000u64;
     let mut start_beat = 0.0;
     c.bench_function("process/clap_512", |b| {
@@ -128,21 +141,53 @@ fn worker(c: &mut Criterion) {
         Generator::spawn(knob.clone(), DeviceRequest::Cpu, Some(engine)).unwrap();
     assert!(generator.wait_until_settled(knob.as_ref(), Duration::from_secs(30)));
     while patterns.take_new().is_none() {}
+    group.sample_size(10);
+    group.measurement_time(Duration::from_millis(500));
     group.bench_function("param_change_to_pattern", |b| {
-        b.iter(|| {
-            x = (x + 0.37) % 1.0;
-            knob.0.lock().x = x;
-            let t = Instant::now();
-            loop {
-                if patterns.take_new().is_some() {
-                    break;
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let decode = generator.status().last_decode.unwrap_or_default();
+                let pause =
+                    (Duration::from_secs(1) / PREVIEW_RATE).max(decode.div_f64(PREVIEW_SHARE));
+                std::thread::sleep(pause + Duration::from_millis(5));
+                x = (x + 0.37) % 1.0;
+                knob.0.lock().x = x;
+                let t = Instant::now();
+                loop {
+                    if patterns.take_new().is_some() {
+                        break;
+                    }
+                    assert!(t.elapsed() < Duration::from_secs(10), "no pattern");
+                    std::thread::yield_now();
                 }
-                assert!(t.elapsed() < Duration::from_secs(10), "no pattern");
-                std::thread::yield_now();
+                total += t.elapsed();
             }
+            total
         })
     });
     group.finish();
+}
+
+/// Waits until an activated instance plays (activation does not wait for the model): passes of the
+/// pattern from beat 0, each after a stopped block, until a note comes.
+fn wait_for_first_pattern(audio: &mut host::AudioThread) {
+    let began = Instant::now();
+    let stopped = || host::Block::with_transport(64, host::TransportInfo::stopped(120.0, 0.0));
+    let pass = (16.0 * 60.0 / 120.0 * RATE / f64::from(BLOCK)).ceil() as usize;
+    loop {
+        let mut blocks = vec![stopped()];
+        blocks.extend(host::playing_blocks(pass, BLOCK, RATE, 120.0, 0.0));
+        if audio.run(blocks).iter().flatten().any(|n| n.on) {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "no first pattern"
+        );
+        audio.idle(Duration::from_millis(10));
+    }
+    audio.run(vec![stopped()]);
 }
 
 fn rss_kib() -> u64 {
@@ -162,8 +207,8 @@ fn memory() {
     let base = rss_kib();
     let mut first = host::PluginUnderTest::load(&host::plugin_library_path()).unwrap();
     let loaded = rss_kib();
-    let audio = first.activate(RATE, BLOCK);
-    std::thread::sleep(Duration::from_millis(200));
+    let mut audio = first.activate(RATE, BLOCK);
+    wait_for_first_pattern(&mut audio);
     let active = rss_kib();
     let mut others = Vec::new();
     for _ in 0..3 {
@@ -171,7 +216,7 @@ fn memory() {
     }
     let mut threads: Vec<_> = others.iter_mut().map(|p| p.activate(RATE, BLOCK)).collect();
     for t in &mut threads {
-        t.run(host::playing_blocks(100, BLOCK, RATE, 120.0, 0.0));
+        wait_for_first_pattern(t);
     }
     let four = rss_kib();
     println!("plugin memory (resident, this process):");

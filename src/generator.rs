@@ -1,11 +1,16 @@
 //! The plugin's WORKER THREAD: owns the Candle model, watches the parameters, decodes the pattern
-//! for the current morph point and publishes it to the audio thread.
+//! for the morph point and publishes it to the audio thread.
 //!
 //! - One thread per plugin instance, started by [`Generator::spawn`] and joined by
 //!   [`Generator::stop`] (or `Drop`): a slow decode in one instance never stalls another, and no
-//!   thread outlives the plugin.
+//!   thread outlives the plugin. Starting it never waits for the model: the worker loads it and
+//!   publishes its first pattern when ready, and the sequencer plays what it had until then.
 //! - The worker polls [`Controls`] every [`POLL_INTERVAL`] (plus whenever a command arrives), so
 //!   the audio thread sends nothing: parameter values are atomics the worker reads.
+//! - It decodes only what can be heard ([`cue`]): while the host plays, one pattern per switch
+//!   point, from the values the audio thread took just before it; while stopped, every change;
+//!   for an open editor, previews of the pad position, which are shown but never played. The
+//!   last two come at most [`PREVIEW_RATE`] a second and take at most [`PREVIEW_SHARE`] of a core.
 //! - Patterns reach the audio thread through a triple buffer ([`PatternReceiver`]): wait-free on
 //!   both sides, and a [`Pattern`] is a fixed-size `Copy` value, so nothing is allocated or freed
 //!   on the audio thread.
@@ -18,6 +23,11 @@
 // The worker's engine and corners live below it in the module graph (render uses them too); they
 // are re-exported here because the worker's API speaks in them.
 pub use crate::engine::{Engine, Point, SLOT_COUNT, SLOT_NAMES, Slot, Slots};
+pub use cue::{
+    Automated, Cue, DECISION_LEAD, Decision, MIN_CUE_SPACING, PREVIEW_RATE, PREVIEW_SHARE,
+};
+
+pub mod cue;
 
 use crate::groove::Pattern;
 use crate::model::file::read_model_bytes;
@@ -29,7 +39,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounde
 use parking_lot::{Condvar, Mutex};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,6 +52,9 @@ pub const MAX_MESSAGES: usize = 32;
 /// Published patterns kept in [`Status::recent`], so the editor can show the playing one and the
 /// one waiting for the bar line.
 pub const RECENT_PATTERNS: usize = 8;
+/// How long after the editor's last frame ([`Link::want_preview`]) the worker keeps decoding
+/// previews.
+pub const PREVIEW_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What the worker reads from its owner on every wake. The plugin implements it over its
 /// parameters and persisted fields; the worker calls it, never the audio thread.
@@ -52,6 +65,13 @@ pub trait Controls: Send + Sync + 'static {
     fn model_path(&self) -> Option<PathBuf>;
     /// Stores a corner the worker has just encoded from a MIDI file.
     fn set_slot(&self, index: usize, slot: Slot);
+    /// The audio thread's cue ([`cue`]), when the owner plays the patterns on a host transport.
+    /// `None` (the default): nothing says when a pattern is heard, so every change of
+    /// [`Controls::point`] is published (as often as [`PREVIEW_RATE`] and [`PREVIEW_SHARE`]
+    /// allow).
+    fn cue(&self) -> Option<&Cue> {
+        None
+    }
 }
 
 /// Requests to the worker.
@@ -86,7 +106,7 @@ pub struct Status {
     pub styles: Vec<String>,
     /// The model request the loaded model answers (the path the user chose, or `None`).
     pub model_request: Option<PathBuf>,
-    /// The last point the worker finished with (decoded, or failed on).
+    /// The last point the worker decoded for the audio thread (published, or failed on).
     pub settled: Option<Point>,
     /// The last pattern published, and the point it was decoded from.
     pub pattern: Option<(Point, Pattern)>,
@@ -94,6 +114,12 @@ pub struct Status {
     pub generation: u64,
     /// The last [`RECENT_PATTERNS`] patterns published, with their generation, oldest first.
     pub recent: Vec<(u64, Pattern)>,
+    /// The editor's preview while playing: the pattern at the pad's position now, when that is
+    /// not the pattern last published (it plays from the next switch point if the values stay).
+    /// Never sent to the audio thread.
+    pub preview: Option<(Point, Pattern)>,
+    /// Decodes so far, published or preview (what the worker's CPU time goes to).
+    pub decodes: u64,
     /// Time the last decode took.
     pub last_decode: Option<Duration>,
     /// Warnings and errors for the user (model files that failed to load, device fallbacks,
@@ -148,6 +174,18 @@ impl PatternReceiver {
 struct Shared {
     status: Mutex<Status>,
     settled: Condvar,
+    /// When [`Link::want_preview`] was last called, in milliseconds after `epoch` (0 = never).
+    preview_wanted_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Shared {
+    fn preview_wanted(&self) -> bool {
+        let last = self.preview_wanted_ms.load(Ordering::Relaxed);
+        last > 0
+            && (self.epoch.elapsed().as_millis() as u64).saturating_sub(last)
+                <= PREVIEW_TIMEOUT.as_millis() as u64
+    }
 }
 
 /// The command queue and status that outlive any one worker: the plugin keeps one for its whole
@@ -176,6 +214,8 @@ impl Link {
             shared: Arc::new(Shared {
                 status: Mutex::new(Status::default()),
                 settled: Condvar::new(),
+                preview_wanted_ms: AtomicU64::new(0),
+                epoch: Instant::now(),
             }),
         }
     }
@@ -195,9 +235,20 @@ impl Link {
         f(&self.shared.status.lock())
     }
 
-    /// Waits until the worker has settled on the point `controls` give now (decoded it, or failed
-    /// and reported why). Used on activation so that playback starts with the right pattern.
-    /// Returns `false` on timeout.
+    /// Says that an editor is showing the patterns now (call it every frame): for the next
+    /// [`PREVIEW_TIMEOUT`], the worker decodes previews of the pad position while the host plays
+    /// ([`Status::preview`]).
+    pub fn want_preview(&self) {
+        let now = self.shared.epoch.elapsed().as_millis() as u64;
+        self.shared
+            .preview_wanted_ms
+            .store(now.max(1), Ordering::Relaxed);
+    }
+
+    /// Waits until the worker has settled on the point `controls` give now (decoded and published
+    /// it, or failed and reported why). While the host plays, the worker settles on a point only
+    /// at a decision ([`cue`]). For tests and benchmarks: the plugin never waits. Returns `false`
+    /// on timeout.
     pub fn wait_until_settled(&self, controls: &dyn Controls, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let _ = self.commands.try_send(Command::Wake);
@@ -260,6 +311,11 @@ impl Generator {
             status.settled = None;
             status.model_request.clone()
         };
+        // Decisions taken for an earlier worker are history.
+        let decisions_seen = controls
+            .cue()
+            .and_then(Cue::decision)
+            .map_or(0, |d| d.number);
         let worker = Worker {
             controls,
             device,
@@ -270,6 +326,9 @@ impl Generator {
             stop: stop.clone(),
             // A reused model answers the request it was loaded for.
             last_model_attempt: reused.then_some(answered),
+            settled: None,
+            decisions_seen,
+            next_rated_decode: None,
         };
         let thread = std::thread::Builder::new()
             .name("drumvae-worker".into())
@@ -334,6 +393,22 @@ struct Worker {
     stop: Arc<AtomicBool>,
     /// The model request last tried, so a broken file is reported once, not on every poll.
     last_model_attempt: Option<Option<PathBuf>>,
+    /// The point last decoded for the audio thread (as [`Status::settled`]); `None` until the
+    /// first, and after a model change.
+    settled: Option<Point>,
+    /// The number of the last [`Decision`] handled.
+    decisions_seen: u64,
+    /// When the next decode limited by [`PREVIEW_RATE`] and [`PREVIEW_SHARE`] may start.
+    next_rated_decode: Option<Instant>,
+}
+
+/// What a decode is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    /// Published to the audio thread.
+    Play,
+    /// Shown in the editor only.
+    Preview,
 }
 
 impl Worker {
@@ -385,17 +460,58 @@ impl Worker {
         self.shared.status.lock().report(message);
     }
 
-    /// Loads the requested model if it changed, then decodes the current point if it changed.
+    /// Loads the requested model if it changed, then decodes what can be heard ([`cue`]): a new
+    /// decision; the first pattern; while stopped, the current point; while playing, a preview for
+    /// an open editor.
     fn refresh(&mut self) {
         let request = self.controls.model_path();
         if self.engine.is_none() || self.last_model_attempt.as_ref() != Some(&request) {
             self.load_model(request);
         }
-        let point = self.controls.point();
-        let settled = self.shared.status.lock().settled.clone();
-        if settled.as_ref() != Some(&point) {
-            self.decode(point);
+        let cue = self.controls.cue();
+        let decision = cue
+            .and_then(Cue::decision)
+            .filter(|d| d.number != self.decisions_seen);
+        let playing = cue.is_some_and(Cue::playing);
+        if let Some(decision) = decision {
+            self.decisions_seen = decision.number;
+            let point = decision.values.point(self.controls.point().slots);
+            if self.settled.as_ref() != Some(&point) {
+                self.decode(point, Use::Play);
+            }
+            return;
         }
+        let point = self.controls.point();
+        if self.settled.as_ref() == Some(&point) {
+            // Back at the published pattern's point: nothing else to preview.
+            self.shared.status.lock().preview = None;
+            return;
+        }
+        if self.settled.is_none() {
+            // The first pattern (of this worker, or of a new model): the sooner the better.
+            self.decode(point, Use::Play);
+        } else if !playing {
+            self.rated_decode(point, Use::Play);
+        } else if self.shared.preview_wanted()
+            && self.shared.status.lock().preview.as_ref().map(|(p, _)| p) != Some(&point)
+        {
+            self.rated_decode(point, Use::Preview);
+        }
+    }
+
+    /// Decodes `point` unless that would exceed [`PREVIEW_RATE`] decodes a second or
+    /// [`PREVIEW_SHARE`] of a core: after a decode that took `d`, the next waits at least
+    /// `max(1 / PREVIEW_RATE, d / PREVIEW_SHARE)`. Skipped decodes are tried again at the next
+    /// poll, so the last change is always decoded.
+    fn rated_decode(&mut self, point: Point, purpose: Use) {
+        let started = Instant::now();
+        if self.next_rated_decode.is_some_and(|next| started < next) {
+            return;
+        }
+        self.decode(point, purpose);
+        let took = started.elapsed();
+        let wait = (Duration::from_secs(1) / PREVIEW_RATE).max(took.div_f64(PREVIEW_SHARE));
+        self.next_rated_decode = Some(started + wait);
     }
 
     fn device(&self) -> Device {
@@ -497,11 +613,15 @@ impl Worker {
         }
         // A new model means the current point must be decoded again.
         status.settled = None;
+        status.preview = None;
+        self.settled = None;
     }
 
-    fn decode(&mut self, point: Point) {
+    fn decode(&mut self, point: Point, purpose: Use) {
         let Some(engine) = &self.engine else {
-            self.settle(point, None, None);
+            if purpose == Use::Play {
+                self.settle(point, None, None);
+            }
             return;
         };
         let started = Instant::now();
@@ -518,18 +638,26 @@ impl Worker {
                 result = engine.decode(&point);
             }
         }
-        match result {
-            Ok((pattern, warnings)) => {
+        self.shared.status.lock().decodes += 1;
+        match (result, purpose) {
+            (Ok((pattern, warnings)), Use::Play) => {
                 for w in warnings {
                     self.report(w);
                 }
                 let elapsed = started.elapsed();
                 self.settle(point, Some(pattern), Some(elapsed));
             }
-            Err(e) => {
+            (Ok((pattern, _)), Use::Preview) => {
+                let mut status = self.shared.status.lock();
+                status.preview = Some((point, pattern));
+                status.last_decode = Some(started.elapsed());
+            }
+            (Err(e), Use::Play) => {
                 self.report(format!("decoding failed: {e}; keeping the current pattern"));
                 self.settle(point, None, None);
             }
+            // Reported when it is decoded to be played.
+            (Err(_), Use::Preview) => {}
         }
     }
 
@@ -558,7 +686,9 @@ impl Worker {
             }
             status.recent.push((generation, pattern));
             status.last_decode = took;
+            status.preview = None;
         }
+        self.settled = Some(point.clone());
         status.settled = Some(point);
         drop(status);
         self.shared.settled.notify_all();

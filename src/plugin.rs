@@ -1,7 +1,13 @@
 //! The nice-plug plugin: a MIDI drum generator exported as CLAP and VST3. `process()` runs on the
-//! AUDIO THREAD and only reads parameters, takes the newest pattern from the worker (wait-free)
-//! and runs the [`Sequencer`]; `activate`/`deactivate` run on the host's main thread and start
-//! and join the plugin's own worker thread ([`Generator`]).
+//! AUDIO THREAD and only reads parameters, takes the newest pattern from the worker (wait-free),
+//! runs the [`Sequencer`] and cues the worker before each switch point ([`Cue`]);
+//! `activate`/`deactivate` run on the host's main thread and start and join the plugin's own
+//! worker thread ([`Generator`]). Activation never waits for the model: a host opening a project
+//! activates every instance in a row, and 20 instances waiting for their models took 100 s. The
+//! worker publishes the first pattern when it is ready; until then the sequencer plays what it
+//! had (silence in a new instance, the last pattern after a reactivation).
+//!
+//! [`Sequencer`]: crate::sequencer::Sequencer
 //!
 //! Formats: CLAP features `note-effect`, `drum` and `drumvae:groove-generator`; VST3 category
 //! `Instrument|Drum`. It is a note generator, but it exposes one silent stereo output so that hosts
@@ -13,7 +19,7 @@ pub mod editor;
 pub mod params;
 pub mod player;
 
-use crate::generator::{Engine, Generator, Link};
+use crate::generator::{Cue, Engine, Generator, Link};
 use crate::model::DeviceRequest;
 use crate::sequencer::{NoteEvent as SeqEvent, Transport};
 use nice_plug::midi::{Channel, Key, VoiceID};
@@ -22,16 +28,15 @@ use params::{DrumVaeParams, ParamControls};
 use player::{PlayState, Player};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long activation waits for the first pattern, so playback starts with the right one.
-const FIRST_PATTERN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The plugin instance.
 pub struct DrumVae {
     params: Arc<DrumVaeParams>,
-    /// The sequencer and, while active, the audio thread's end of the pattern hand-off.
+    /// The sequencer and, while active, the audio thread's end of the pattern hand-off; it cues
+    /// the worker through `cue`.
     player: Player,
+    /// The audio thread's decisions for the worker, shared by the player and every worker.
+    cue: Arc<Cue>,
     /// What is playing, for the editor.
     play_state: Arc<PlayState>,
     /// Commands and status shared by every worker this instance starts, and the editor.
@@ -47,9 +52,11 @@ pub struct DrumVae {
 
 impl Default for DrumVae {
     fn default() -> Self {
+        let cue = Arc::new(Cue::new());
         DrumVae {
             params: Arc::new(DrumVaeParams::default()),
-            player: Player::default(),
+            player: Player::new(cue.clone()),
+            cue,
             play_state: Arc::new(PlayState::default()),
             link: Link::new(),
             generator: None,
@@ -152,11 +159,16 @@ impl Plugin for DrumVae {
     ) -> bool {
         self.sample_rate = f64::from(buffer_config.sample_rate);
         // A reactivation (new sample rate, restored state) restarts the worker with the same
-        // model, so the hand-off starts fresh and the restored point is decoded before playing.
+        // model, so the hand-off starts fresh and the restored point is decoded at once. Nothing
+        // here waits for the worker: it publishes the first pattern when it has one.
         self.stop_worker();
-        let controls = ParamControls(self.params.clone());
+        // The audio thread is not running: until it plays, the worker publishes what it decodes.
+        self.cue.set_playing(false);
         let spawned = Generator::spawn_with(
-            Arc::new(ParamControls(self.params.clone())),
+            Arc::new(ParamControls {
+                params: self.params.clone(),
+                cue: self.cue.clone(),
+            }),
             // A CPU-only build has nothing to choose (and nothing to warn the user about).
             if cfg!(feature = "cuda") {
                 DeviceRequest::Auto
@@ -168,12 +180,6 @@ impl Plugin for DrumVae {
         );
         match spawned {
             Ok((generator, patterns)) => {
-                if !generator.wait_until_settled(&controls, FIRST_PATTERN_TIMEOUT) {
-                    nice_warn!("DrumVAE: the first pattern was not ready in time");
-                }
-                for message in generator.status().messages {
-                    nice_warn!("DrumVAE: {message}");
-                }
                 self.generator = Some(generator);
                 self.player.patterns = Some(patterns);
                 true
@@ -202,7 +208,8 @@ impl Plugin for DrumVae {
         let frames = buffer.samples() as u32;
         let mut dropped = 0;
         self.player.play_block(
-            &self.params,
+            &self.params.settings(),
+            self.params.automated(),
             &self.play_state,
             &transport,
             frames,

@@ -8,7 +8,9 @@
 //! worker decodes while the song plays and the new pattern takes over at the next bar line; render
 //! models an ideal worker: half a bar before each bar line it decodes the point the automation
 //! reaches *at* that bar line, so bar `n` plays the pattern of the automation's value at bar `n`
-//! (with the default `switch at = next bar`). Each distinct point is decoded once.
+//! (with the default `switch at = next bar`). Each distinct point is decoded once. (The plugin
+//! cannot see ahead: it plays the values the host sent 200 ms before each bar line's deadline;
+//! `src/generator/cue.rs`.)
 
 use crate::engine::{Engine, Point};
 use crate::groove::Pattern;

@@ -76,7 +76,9 @@
 //! the newest pattern then owns every step (a playhead back before an earlier switch step does not
 //! bring the older pattern back).
 //! [`Sequencer::switch_count`] counts switches, so the caller knows when to hand the old pattern
-//! back to the worker.
+//! back to the worker. [`Sequencer::next_switch`] tells where a pattern handed in now would take
+//! over and how many samples remain before it no longer can (the plugin cues its worker with it:
+//! `generator/cue.rs`).
 
 mod clock;
 mod host_loop;
@@ -231,6 +233,15 @@ impl NoteEvent {
             on: false,
         }
     }
+}
+
+/// The next switch point, as [`Sequencer::next_switch`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NextSwitch {
+    /// The absolute song step (16ths from song beat 0) a pattern handed in now takes over at.
+    pub step: i64,
+    /// Samples from the next block's first sample to the step's deadline (negative once past).
+    pub samples_left: f64,
 }
 
 /// A pattern waiting for its switch step.
@@ -478,6 +489,26 @@ impl Sequencer {
         self.switches
     }
 
+    /// Where a pattern handed in before the next block would take over, and how long it may take
+    /// to get here: the switch step on the [`Settings::switch_at`] grid, exactly as
+    /// [`Sequencer::set_pattern_pending`] would schedule it (a pattern already scheduled there is
+    /// replaced), and the samples from the next block's first sample to the step's *deadline*,
+    /// the earliest one of its hits can sound (the step minus half a step times the timing
+    /// amount, on the clock's sample grid). A pattern handed in at a block that starts after the
+    /// deadline takes over at the switch point after. `None` while stopped. Never allocates.
+    pub fn next_switch(&self, settings: &Settings) -> Option<NextSwitch> {
+        if !self.clock.is_running() {
+            return None;
+        }
+        let play = Play::new(settings, self.clock.samples_per_beat());
+        let step = self.switch_step(&play, self.next_block);
+        let deadline = (step as f64 - 0.5 * play.timing) / STEPS_PER_BEAT as f64;
+        Some(NextSwitch {
+            step,
+            samples_left: self.clock.samples_until(deadline, self.next_block),
+        })
+    }
+
     /// Whether the clock runs (the last processed block was playing).
     pub fn is_playing(&self) -> bool {
         self.clock.is_running()
@@ -694,16 +725,22 @@ impl Sequencer {
         n
     }
 
+    /// The switch step a pattern handed in at the block starting at absolute sample `start`
+    /// gets: the first on the switch grid whose earliest possible hit is still ahead.
+    fn switch_step(&self, play: &Play, start: i64) -> i64 {
+        let playhead = self.floor_beat.max(self.clock.beat_at(start));
+        // The earliest a hit of step s can sound is s - 0.5 * timing (offsets are >= -0.5).
+        let earliest = playhead * STEPS_PER_BEAT as f64 + 0.5 * play.timing;
+        let grid = play.switch_at.grid_steps();
+        (earliest / grid as f64).ceil() as i64 * grid
+    }
+
     /// Gives a pending pattern its switch step, once nothing at or after that step has played.
     fn schedule_pending(&mut self, play: &Play, start: i64) {
         let Some(pattern) = self.pending else {
             return;
         };
-        let playhead = self.floor_beat.max(self.clock.beat_at(start));
-        // The earliest a hit of step s can sound is s - 0.5 * timing (offsets are >= -0.5).
-        let earliest = playhead * STEPS_PER_BEAT as f64 + 0.5 * play.timing;
-        let grid = play.switch_at.grid_steps();
-        let step = (earliest / grid as f64).ceil() as i64 * grid;
+        let step = self.switch_step(play, start);
         match &mut self.scheduled {
             None => {
                 self.scheduled = Some(Scheduled { pattern, step });

@@ -1,7 +1,9 @@
 //! The plugin's worker thread, driven through its real API: it publishes the decode of the
 //! current point through the wait-free hand-off, follows control changes, keeps the current model
 //! when a user's file fails to load (and says why), encodes MIDI files into corners, and is joined
-//! on stop, handing its model back.
+//! on stop, handing its model back. Under continuous automation, played in real time by the
+//! plugin's audio-thread part, it decodes once per bar line (from the values the audio thread
+//! took at the bar's decision) plus capped previews, not once per block.
 
 #[cfg(unix)]
 #[path = "support/fifo.rs"]
@@ -10,7 +12,7 @@ mod fifo;
 use candle_core::Device;
 use drumvae::Pattern;
 use drumvae::generator::{
-    Command, Controls, Engine, Generator, PatternReceiver, Point, Slot, Slots,
+    Command, Controls, Engine, Generator, PREVIEW_RATE, PatternReceiver, Point, Slot, Slots,
 };
 use drumvae::model::DeviceRequest;
 use drumvae::model::embedded::DEFAULT_MODEL_NAME;
@@ -21,6 +23,9 @@ use std::time::{Duration, Instant};
 
 #[path = "support/smf.rs"]
 mod smf;
+
+#[path = "support/automation.rs"]
+mod automation;
 
 /// Controls a test can change while the worker runs.
 #[derive(Default)]
@@ -325,4 +330,92 @@ fn a_panic_in_the_worker_is_reported_and_the_worker_keeps_going() {
         "the worker decoded the new point after the panic"
     );
     assert_eq!(after, reference(&controls.point()));
+}
+
+/// Plays `seconds` of continuous automation (every morph value new in every block) in real time at
+/// 48 kHz in 256-sample blocks, 240 BPM (a bar a second), and checks that every bar line switched
+/// to the decode of the values the host sent in that bar's decision block (the rule of
+/// `src/generator/cue.rs`) and that each bar was decoded once.
+fn check_automated_bars(seconds: f64, editor_open: bool) -> automation::Report {
+    let run = automation::Run {
+        rate: 48_000.0,
+        block: 256,
+        tempo: 240.0,
+        seconds,
+        editor_open,
+    };
+    let report = automation::play(Engine::embedded(&Device::Cpu).unwrap(), run);
+    let reference = Engine::embedded(&Device::Cpu).unwrap();
+    assert!(
+        report.bars.len() as f64 >= seconds.floor(),
+        "{} bar lines",
+        report.bars.len()
+    );
+    for (step, pattern) in &report.bars {
+        let block = report
+            .decision_block(*step)
+            .expect("every bar line has a decision block");
+        let want = reference
+            .decode(&block.values.point(Slots::default()))
+            .unwrap()
+            .0;
+        assert!(
+            *pattern == want,
+            "the bar line at step {step} plays something else than the decode of the values sent \
+             in its decision block (samples {}..{}, {:?}); slowest decode {:?}",
+            block.start,
+            block.start + u64::from(block.frames),
+            block.values,
+            report.slowest_decode
+        );
+    }
+    println!(
+        "editor open: {editor_open}; {} bar lines, {} decodes ({} published) in {:.2} s: {:.1} a \
+         second; slowest decode {:?}",
+        report.bars.len(),
+        report.decodes,
+        report.published,
+        report.wall.as_secs_f64(),
+        report.decodes_per_second(),
+        report.slowest_decode
+    );
+    // One published decode per decision: the bar lines crossed, and perhaps the next one's.
+    let bars = report.bars.len() as u64;
+    assert!(
+        (bars..=bars + 1).contains(&report.published),
+        "{} patterns published for {bars} bar lines",
+        report.published
+    );
+    report
+}
+
+/// With an editor open, the worker adds previews of the pad position, at most [`PREVIEW_RATE`] a
+/// second: 11 decodes a second in all at a bar a second, where decoding every change would be one
+/// per block (187.5 a second).
+#[test]
+fn under_continuous_automation_each_bar_plays_its_decision_values_and_previews_are_capped() {
+    let report = check_automated_bars(6.2, true);
+    let previews = report.decodes - report.published;
+    assert!(previews > 0, "the open editor got previews");
+    let seconds = report.wall.as_secs_f64();
+    let cap = f64::from(PREVIEW_RATE) * seconds + 1.0;
+    assert!(
+        previews as f64 <= cap,
+        "{previews} previews in {seconds:.2} s: over {PREVIEW_RATE} a second"
+    );
+    assert!(
+        report.decodes_per_second() <= f64::from(PREVIEW_RATE) + 1.5,
+        "{:.1} decodes a second",
+        report.decodes_per_second()
+    );
+}
+
+/// With no editor open, the worker decodes nothing but the bar lines' patterns.
+#[test]
+fn under_continuous_automation_with_no_editor_the_worker_decodes_only_bar_lines() {
+    let report = check_automated_bars(3.2, false);
+    assert_eq!(
+        report.decodes, report.published,
+        "every decode was one the audio thread plays"
+    );
 }

@@ -13,8 +13,14 @@
 //!   `loop_end_beats`) without splitting its blocks at the loop end gets every note on the sample
 //!   the independent looped schedule gives, the loop start's downbeat on the wrap sample inside
 //!   the block that crosses the loop end, and no note cut short.
-//! - **Morphing.** Automating `Morph X` makes the worker decode the new point, and the new pattern
-//!   takes over at the next bar line, event for event what the library [`Sequencer`] plays.
+//! - **Morphing.** Automating `Morph X` makes the worker decode the new point at the next bar
+//!   line's decision, and the new pattern takes over at that bar line, event for event what the
+//!   library [`Sequencer`] plays. Under continuous automation of every morph parameter, each bar
+//!   line plays the decode of the values sent in its decision block.
+//! - **Activation.** 20 instances activated in a row each return at once, without waiting for
+//!   their models, and each plays its own pattern exactly once its worker is ready. (Activation
+//!   never waits for the model, so every test here first lets the first pattern arrive:
+//!   [`wait_for_first_pattern`].)
 //! - **State.** A saved state restores bit-identical output in a fresh instance; an edited state
 //!   (another corner) loads and plays that corner; garbage and truncated states are refused and
 //!   change nothing; a state naming a missing model file still plays the embedded model.
@@ -50,11 +56,11 @@ mod schedule;
 mod fifo;
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use candle_core::Device;
 use drumvae::Pattern;
-use drumvae::generator::{Engine, Point, Slot, Slots};
+use drumvae::generator::{DECISION_LEAD, Engine, Point, Slot, Slots};
 use drumvae::groove::VOICES;
 use drumvae::plugin::params::DrumVaeParams;
 use drumvae::sequencer::{Sequencer, Settings, SwitchAt, Transport};
@@ -505,10 +511,50 @@ fn assert_clean(plugin: &PluginUnderTest) {
     assert!(errors.is_empty(), "{errors:?}");
 }
 
+/// How long a test waits for an instance's first pattern after activation: the model load and the
+/// first decode in a debug build, with every other test of this file loading theirs.
+const FIRST_PATTERN_WAIT: Duration = Duration::from_secs(120);
+
+/// Activates `plugin` (blocks of up to 4096 frames) and waits until its first pattern plays.
+fn activate_ready(plugin: &mut PluginUnderTest, rate: f64) -> AudioThread<'_> {
+    let mut audio = plugin.activate(rate, 4096);
+    wait_for_first_pattern(&mut audio, rate);
+    audio
+}
+
+/// Waits until the worker's first pattern plays, and returns how long that took. Activation does
+/// not wait for the model (the sequencer plays silence until the worker publishes), and this host
+/// runs faster than real time, so a test that compares notes with a pattern first lets the
+/// pattern arrive: the host plays scratch passes (a stopped block, which hands a published
+/// pattern to the sequencer at once, then the 16 beats of a pattern from beat 0) until a note-on
+/// comes, then a stopped block, which ends every note. The test's own timeline then starts from
+/// stopped with the pattern in place, as the sessions of a host that waited would. The scratch
+/// notes are not part of any test's log.
+fn wait_for_first_pattern(audio: &mut AudioThread, rate: f64) -> Duration {
+    let began = std::time::Instant::now();
+    let frames = audio.max_frames().min(4096);
+    let stopped = || Block::with_transport(64, TransportInfo::stopped(120.0, 0.0));
+    let pass = (16.0 * samples_per_beat(120.0, rate) / f64::from(frames)).ceil() as usize;
+    loop {
+        let mut blocks = vec![stopped()];
+        blocks.extend(host::playing_blocks(pass, frames, rate, 120.0, 0.0));
+        if audio.run(blocks).iter().flatten().any(|n| n.on) {
+            break;
+        }
+        assert!(
+            began.elapsed() < FIRST_PATTERN_WAIT,
+            "no pattern played within {FIRST_PATTERN_WAIT:?} of activation"
+        );
+        audio.idle(Duration::from_millis(20));
+    }
+    audio.run(vec![stopped()]);
+    began.elapsed()
+}
+
 /// Activates `plugin`, plays `blocks` (one stopped block is appended so every note ends), stops,
 /// and returns the log.
 fn play_script(plugin: &mut PluginUnderTest, rate: f64, blocks: &[Block]) -> Vec<Logged> {
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(plugin, rate));
     let mut blocks = blocks.to_vec();
     blocks.push(Block::with_transport(
         64,
@@ -608,7 +654,7 @@ fn check_exact_schedule(rate: f64) {
     let settings = Settings::default();
     let mut plugin = load();
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     for tempo in [60.0, 120.0, 187.3] {
         let spb = samples_per_beat(tempo, rate);
         let runs: [(&str, f64, Sizes); 6] = [
@@ -688,7 +734,7 @@ fn tempo_changes_mid_bar_move_every_later_note_to_where_the_new_tempo_puts_it() 
         let mut plugin = load();
         let pattern = make_busy(&mut plugin);
         let mut timeline = Timeline::new(rate);
-        let mut session = Session::new(plugin.activate(rate, 4096));
+        let mut session = Session::new(activate_ready(&mut plugin, rate));
         timeline.start(120.0, 0.0);
         // 120 -> 187.3 at beat 6.3 (mid bar 2, off the grid), -> 60 at beat 13.55, and on
         // across the loop end at beat 16.
@@ -746,7 +792,7 @@ fn loop_jumps_seeks_and_restarts_end_every_note_and_play_no_catch_up_burst() {
     let length = param_id(&mut plugin, "Note length");
     plugin.set_param_flush(length, 0.75);
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     let mut sizes = random_sizes(21, 1500);
 
     // Checks the jump that happened at `at`: the first block ends, at its sample 0, exactly the
@@ -919,7 +965,7 @@ fn a_host_loop_not_split_at_the_loop_end_wraps_on_the_exact_sample_and_cuts_no_n
             inside >= 2,
             "{rate} Hz: the loop end falls inside blocks, not on their edges"
         );
-        let mut session = Session::new(plugin.activate(rate, 4096));
+        let mut session = Session::new(activate_ready(&mut plugin, rate));
         session.send(blocks);
         session.send(vec![Block::with_transport(
             64,
@@ -979,7 +1025,7 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     let mut plugin = load();
     let morph_x = param_id(&mut plugin, "Morph X");
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     session.record = true;
     let mut sizes = fixed(512);
     timeline.start(120.0, 0.0);
@@ -988,8 +1034,16 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     let change = timeline.block(512, vec![(morph_x, 0, 1.0)]);
     session.send(vec![change]);
     assert_eq!(session.audio.plugin().param_value(morph_x), 1.0);
+    // Nothing is decoded yet: the next bar line (step 32) takes the values of its decision block,
+    // the block that contains the sample `DECISION_LEAD` before the bar line's deadline (its
+    // earliest hit, half a step early). Play up to the end of that block.
+    let spb = samples_per_beat(120.0, rate);
+    let deadline = sample_at((32.0 - 0.5) / 4.0, 0.0, 0, spb) as u64;
+    let decision = deadline - (DECISION_LEAD.as_secs_f64() * rate) as u64;
+    session.play_until(&mut timeline, decision + 1, &mut *sizes);
     // The host keeps its transport where it is (no blocks) while the worker decodes and
-    // publishes; the plugin picks the new pattern up in the next block.
+    // publishes (a real-time host gives it the lead); the plugin picks the new pattern up in the
+    // next block.
     session.audio.idle(Duration::from_secs(1));
     let first_after = session.sent.len();
     let playhead = timeline.beat_now();
@@ -1003,6 +1057,10 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     // still ahead of the playhead when the new pattern arrives.
     let switch_step = (((host_beat(playhead) * 4.0 + 0.5) / 16.0).ceil() * 16.0) as i64;
     assert_eq!(switch_step, 32, "the next bar line after beat {playhead}");
+    assert!(
+        playhead < 8.0 - 0.125,
+        "the pattern arrives before the bar line's deadline"
+    );
 
     // 1. Event for event what the library sequencer plays when handed the same pattern then.
     let mut sequencer = Sequencer::new();
@@ -1043,7 +1101,6 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     );
 
     // 2. Analytically: steps before the switch step from the old pattern, from it on the new.
-    let spb = samples_per_beat(120.0, rate);
     let mut want: Vec<On> = hits(&old, &settings, steps_around(0.0, 24.0))
         .into_iter()
         .filter(|h| h.step < switch_step)
@@ -1076,6 +1133,114 @@ fn automating_morph_x_switches_to_the_decoded_pattern_at_the_next_bar_line() {
     );
     assert!(differs_at >= change_at + 512);
 
+    let log = session.finish();
+    check_pairing(&log);
+    assert_clean(&plugin);
+}
+
+/// The automatable parts of the morph point, and the CLAP values the automation below draws from
+/// (normalised for the continuous ones, steps for the seed): low temperatures and densities around
+/// the middle keep the grooves busy enough to tell apart.
+const MORPH_AUTOMATION: [(&str, f64, f64); 5] = [
+    ("Morph X", 0.0, 1.0),
+    ("Morph Y", 0.0, 1.0),
+    ("Temperature", 0.0, 0.4),
+    ("Density", 0.45, 0.9),
+    ("Seed", 0.0, 9_999.0),
+];
+
+/// Under continuous automation of every morph parameter (Morph X, Morph Y, Temperature, Density
+/// and Seed all change in every block, in random block sizes), each bar line plays the pattern
+/// decoded from the values the host sent in that bar's decision block: the block that contains
+/// the sample `DECISION_LEAD` before the bar line's deadline, its earliest possible hit half a step
+/// early (`src/generator/cue.rs`). A real-time host gives the worker that lead to decode; this one
+/// runs faster than real time, so it pauses after each decision block. Every note of every bar is
+/// then where the analytic schedule of that bar's pattern puts it.
+#[test]
+fn under_continuous_automation_each_bar_line_plays_the_values_sent_in_its_decision_block() {
+    const BARS: i64 = 6;
+    let (rate, tempo) = (48_000.0, 120.0);
+    let settings = Settings::default();
+    let mut plugin = load();
+    let automated: Vec<(u32, f64, f64, bool)> = MORPH_AUTOMATION
+        .iter()
+        .map(|&(name, low, high)| {
+            let p = plugin.param_by_name(name);
+            (p.id, low, high, p.stepped)
+        })
+        .collect();
+    // Bar 0 plays the first pattern, of the values before the automation starts.
+    let mut patterns = vec![decode(&point_of_state(&parse_state(&plugin.save_state())))];
+    let mut timeline = Timeline::new(rate);
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
+    let mut sizes = random_sizes(29, 1024);
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let automate = |rng: &mut ChaCha8Rng| -> Vec<(u32, u32, f64)> {
+        automated
+            .iter()
+            .map(|&(id, low, high, stepped)| {
+                let value = if stepped {
+                    f64::from(rng.random_range(low as i32..=high as i32))
+                } else {
+                    rng.random_range(low..high)
+                };
+                (id, 0, value)
+            })
+            .collect()
+    };
+    let spb = samples_per_beat(tempo, rate);
+    let lead = (DECISION_LEAD.as_secs_f64() * rate) as u64;
+    timeline.start(tempo, 0.0);
+    for bar in 1..=BARS {
+        let deadline = sample_at((bar as f64 * 16.0 - 0.5) / 4.0, 0.0, 0, spb) as u64;
+        // Automate block by block up to and including the block that contains the decision.
+        while timeline.sample <= deadline - lead {
+            let changes = automate(&mut rng);
+            let block = timeline.block(sizes(), changes);
+            session.send(vec![block]);
+        }
+        // The values the decision block left in the plugin, as its state says.
+        let state = parse_state(&session.audio.plugin().save_state());
+        patterns.push(decode(&point_of_state(&state)));
+        session.audio.idle(Duration::from_secs(1));
+    }
+    // Play on to the next bar line without automation: its decision repeats the last values.
+    let end = sample_at((BARS + 1) as f64 * 4.0, 0.0, 0, spb) as u64;
+    session.play_until(&mut timeline, end, &mut *sizes);
+    timeline.stop();
+    let stop = timeline.block(64, Vec::new());
+    session.send(vec![stop]);
+
+    let distinct = patterns
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| !patterns[..*i].contains(p))
+        .count();
+    assert!(distinct >= 4, "{distinct} distinct patterns: proves little");
+    let mut want: Vec<On> = (0..=BARS)
+        .flat_map(|bar| {
+            let steps = 16 * bar..16 * bar + if bar < BARS { 16 } else { 20 };
+            hits(&patterns[bar as usize], &settings, steps)
+        })
+        .filter_map(|h| Some((sounds_at(&h, Entry::Start, 0.0, 0, spb)?, h)))
+        .filter(|&(at, _)| at < end as i64)
+        .map(|(at, h)| (at as u64, h.pitch, h.velocity, h.channel))
+        .collect();
+    want.sort_unstable();
+    assert!(want.len() > 30, "{} note-ons", want.len());
+    let got = session.ons();
+    for bar in 0..=BARS {
+        let from = sample_at(bar as f64 * 4.0 - 0.125, 0.0, 0, spb).max(0) as u64;
+        let until = sample_at((bar + 1) as f64 * 4.0 - 0.125, 0.0, 0, spb) as u64;
+        let of = |ons: &[On]| -> Vec<On> {
+            ons.iter()
+                .filter(|o| (from..until).contains(&o.0))
+                .copied()
+                .collect()
+        };
+        assert_eq!(of(&got), of(&want), "bar {bar}");
+    }
+    assert_eq!(got, want);
     let log = session.finish();
     check_pairing(&log);
     assert_clean(&plugin);
@@ -1433,7 +1598,7 @@ fn garbage_and_truncated_states_are_refused_and_playing_goes_on_unchanged() {
     ];
 
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     let mut sizes = random_sizes(8, 999);
     timeline.start(100.0, 0.0);
     for (i, (what, bytes)) in refused.iter().chain(&ignored).enumerate() {
@@ -1479,7 +1644,7 @@ fn a_state_naming_model_plays_the_embedded_model(path: &str) {
     assert_eq!(parse_state(&plugin.save_state()), state, "{path}");
 
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     timeline.start(120.0, 0.0);
     let end = timeline.sample_of_beat(8.0);
     session.play_until(&mut timeline, end, &mut *random_sizes(9, 4096));
@@ -1526,7 +1691,7 @@ fn odd_block_sizes_and_tempo_jumps_never_crash_and_keep_every_note_paired() {
     let length = param_id(&mut plugin, "Note length");
     plugin.set_param_flush(length, 0.75);
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let mut tempo_index = 0;
     timeline.start(tempos[0], 0.0);
@@ -1565,6 +1730,111 @@ fn odd_block_sizes_and_tempo_jumps_never_crash_and_keep_every_note_paired() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Activation.
+
+/// Instances that a host opening a project activates in a row.
+const INSTANCES: usize = 20;
+/// The longest one activation may take. Activation starts the worker thread and returns: 0.1 to
+/// 1 ms measured here, with the harness's start of its audio thread and a round trip to it
+/// included; it used to wait for the model and first decode, up to 5 s, so a project of 20
+/// instances could take 100 s to open. 100 ms is 100 times what the work takes, so that it holds
+/// on a loaded two-core machine, where up to 20 workers loading their models and a training run
+/// compete with the main and audio threads for the CPU and a wake-up can wait a few scheduler
+/// slices. (The embedded model loads and decodes in about 50 ms in this build, so a bound alone
+/// cannot tell a waiting activation; the silent pass in the test below does.)
+const ACTIVATION_BOUND: Duration = Duration::from_millis(100);
+
+/// 20 instances (each with its own Morph X, so its own groove) are activated in a row, as a host
+/// opens a project: every activation returns within [`ACTIVATION_BOUND`], and returns before the
+/// instance's worker has its model: the last instance, played at once, is silent (its worker
+/// queues behind 19 model loads; an activation that waited would have its pattern in place).
+/// Once each worker is ready, each instance plays its own pattern on exactly the analytic
+/// samples.
+#[test]
+fn twenty_instances_activated_in_a_row_return_at_once_and_each_then_plays_its_pattern_exactly() {
+    let rate = 48_000.0;
+    let settings = Settings::default();
+    let mut plugins: Vec<PluginUnderTest> = (0..INSTANCES).map(|_| load()).collect();
+    let morph_x = param_id(&mut plugins[0], "Morph X");
+    let points: Vec<Point> = plugins
+        .iter_mut()
+        .enumerate()
+        .map(|(i, plugin)| {
+            plugin.set_param_flush(morph_x, i as f64 / (INSTANCES - 1) as f64);
+            point_of_state(&parse_state(&plugin.save_state()))
+        })
+        .collect();
+    // What one instance's worker does before its first pattern, on this thread, alone.
+    let ready = Instant::now();
+    let model = Engine::embedded(&Device::Cpu).expect("the embedded model loads");
+    model.decode(&Point::default()).expect("decodes");
+    let load_and_decode = ready.elapsed();
+    drop(model);
+
+    let mut took = Vec::new();
+    let mut audios = Vec::new();
+    for plugin in plugins.iter_mut() {
+        let started = Instant::now();
+        audios.push(plugin.activate(rate, 4096));
+        took.push(started.elapsed());
+    }
+    // The last instance at once, from stopped: one pass of its pattern, silent.
+    let last = audios.last_mut().expect("instances");
+    let mut pass = vec![Block::with_transport(
+        64,
+        TransportInfo::stopped(120.0, 0.0),
+    )];
+    pass.extend(host::playing_blocks(94, 4096, rate, 120.0, 0.0));
+    pass.push(Block::with_transport(
+        64,
+        TransportInfo::stopped(120.0, 0.0),
+    ));
+    let pass_began = Instant::now();
+    let early = last.run(pass).concat();
+    let pass_took = pass_began.elapsed();
+    assert!(
+        early.is_empty(),
+        "the last instance played as soon as it was activated: its activation waited for the \
+         model ({early:?})"
+    );
+    let slowest = took.iter().max().copied().unwrap_or_default();
+    println!(
+        "{INSTANCES} activations: slowest {slowest:?}, total {:?}; one model load and decode \
+         alone: {load_and_decode:?}; the silent pass: {pass_took:?}; each: {took:?}",
+        took.iter().sum::<Duration>()
+    );
+    for (i, t) in took.iter().enumerate() {
+        assert!(
+            *t < ACTIVATION_BOUND,
+            "instance {i}: activation took {t:?} (a model load and decode takes \
+             {load_and_decode:?})"
+        );
+    }
+
+    let mut waits = Vec::new();
+    for (i, mut audio) in audios.into_iter().enumerate() {
+        waits.push(wait_for_first_pattern(&mut audio, rate));
+        let mut timeline = Timeline::new(rate);
+        let mut session = Session::new(audio);
+        timeline.start(120.0, 0.0);
+        let end = timeline.sample_of_beat(8.0);
+        session.play_until(&mut timeline, end, &mut *random_sizes(i as u64, 4096));
+        timeline.stop();
+        let stop = timeline.block(64, Vec::new());
+        session.send(vec![stop]);
+        let want = timeline.expected_ons(&decode(&points[i]), &settings, end);
+        assert!(want.len() > 8, "instance {i}: {} note-ons", want.len());
+        assert_eq!(session.ons(), want, "instance {i}");
+        let log = session.finish();
+        check_pairing(&log);
+    }
+    println!("first patterns played after (from the end of the activations): {waits:?}");
+    for plugin in &plugins {
+        assert_clean(plugin);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reactivation, and a known problem (ignored until the sequencer is changed; run it with
 // `cargo test --test plugin_clap -- --ignored`).
 
@@ -1580,7 +1850,7 @@ fn notes_sounding_when_processing_stops_get_their_note_offs_after_reactivation()
     let length = param_id(&mut plugin, "Note length");
     plugin.set_param_flush(length, 0.75);
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     timeline.start(120.0, 0.0);
     let until = timeline.sample_of_beat(3.0);
     session.play_until(&mut timeline, until, &mut *fixed(512));
@@ -1661,7 +1931,7 @@ fn starting_or_seeking_onto_a_bar_line_plays_its_early_downbeat() {
     state["fields"]["slots"] = Value::String(serde_json::to_string(&corners).unwrap());
     plugin.load_state(&write_state(&state)).expect("loading");
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(plugin.activate(rate, 4096));
+    let mut session = Session::new(activate_ready(&mut plugin, rate));
     let window = (samples_per_beat(120.0, rate) / 8.0) as u64;
     timeline.start(120.0, 0.0);
     let start = timeline.sample;

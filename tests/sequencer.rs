@@ -1133,6 +1133,83 @@ fn pattern_switch_at_next_beat_and_immediately_follow_their_grid() {
     }
 }
 
+/// `next_switch` names the step a pattern handed in now takes over at and the samples left until
+/// that step's deadline, its earliest possible hit (half a step times the timing amount early):
+/// handed in at a block that starts one sample before the deadline, the pattern takes over at that
+/// step; one sample after, at the switch point after, which `next_switch` then names. The
+/// plugin's worker decodes for exactly this step, so it must follow `set_pattern_pending`'s rule.
+#[test]
+fn next_switch_names_the_takeover_step_and_the_samples_left_until_its_deadline() {
+    let rate = 48_000.0;
+    let spb = samples_per_beat(120.0, rate);
+    for (switch_at, timing, grid) in [
+        (SwitchAt::NextBar, 1.0, 16),
+        (SwitchAt::NextBeat, 2.0, 4),
+        (SwitchAt::Immediately, 1.0, 1),
+    ] {
+        let settings = Settings {
+            switch_at,
+            timing_amount: timing,
+            ..Settings::default()
+        };
+        let mut host = Host::new(straight(Voice::Kick));
+        assert_eq!(host.seq.next_switch(&settings), None, "stopped");
+        // Beat 5.3 = step 21.2: the earliest hit of the next grid step must be ahead.
+        host.play_until(
+            (5.3 * spb) as u64,
+            120.0,
+            rate,
+            true,
+            &settings,
+            &mut fixed(64),
+        );
+        let next = host.seq.next_switch(&settings).expect("playing");
+        let early = 0.5 * f64::from(timing);
+        let step = ((21.2 + early) / f64::from(grid)).ceil() as i64 * i64::from(grid);
+        assert_eq!(next.step, step, "{switch_at:?}");
+        let deadline_of = |step: i64| ((step as f64 - early) / 4.0 * spb).round();
+        let deadline = deadline_of(step);
+        assert_eq!(
+            next.samples_left,
+            deadline - host.sample as f64,
+            "{switch_at:?}"
+        );
+
+        // One sample before the deadline the step is still the next switch point; one after, the
+        // switch point after is.
+        for (handed_in, takes_over) in [
+            (deadline as u64 - 1, step),
+            (deadline as u64 + 1, step + i64::from(grid)),
+        ] {
+            let mut host = Host::new(straight(Voice::Kick));
+            host.play_until(handed_in, 120.0, rate, true, &settings, &mut fixed(64));
+            let next = host.seq.next_switch(&settings).expect("playing");
+            assert_eq!(next.step, takes_over, "{switch_at:?} at sample {handed_in}");
+            assert_eq!(
+                next.samples_left,
+                deadline_of(takes_over) - handed_in as f64,
+                "{switch_at:?} at sample {handed_in}"
+            );
+            host.seq.set_pattern_pending(straight(Voice::Snare));
+            host.play_until(
+                ((takes_over as f64 / 4.0 + 1.0) * spb) as u64,
+                120.0,
+                rate,
+                true,
+                &settings,
+                &mut fixed(64),
+            );
+            let first_snare = host.ons().iter().find(|o| o.1 == 38).expect("switched").0;
+            assert_eq!(
+                first_snare,
+                (takes_over as f64 / 4.0 * spb).round() as u64,
+                "{switch_at:?}, timing {timing}, handed in at sample {handed_in} (deadline \
+                 {deadline})"
+            );
+        }
+    }
+}
+
 #[test]
 fn pending_pattern_takes_over_at_once_while_stopped() {
     let mut seq = Sequencer::new();

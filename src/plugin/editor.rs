@@ -231,6 +231,8 @@ impl NiceEguiApp for EditorApp {
             return;
         };
         let setter = gui.param_setter();
+        // The worker decodes previews of the pad position while this window shows them.
+        self.link.want_preview();
         self.header(ui);
         let slots = self.params.slots.read().clone();
         pad::show(ui, &self.params, &setter, &slots);
@@ -330,7 +332,8 @@ impl EditorApp {
     }
 
     /// The playing and waiting patterns, from the worker's recent list and the audio thread's
-    /// generations; before playback starts, the newest pattern.
+    /// generations; before playback starts, the newest pattern. With nothing waiting, the preview
+    /// of the pad position (what the next switch point plays if the values stay) waits.
     fn patterns(&self) -> (Option<Pattern>, Option<Pattern>) {
         let (playing, waiting) = self.play.generations();
         self.link.with_status(|s| {
@@ -342,7 +345,8 @@ impl EditorApp {
                 find(playing).or(newest)
             };
             let next = if waiting == 0 { None } else { find(waiting) };
-            (now, next)
+            let preview = s.preview.as_ref().map(|(_, p)| *p);
+            (now, next.or(preview))
         })
     }
 

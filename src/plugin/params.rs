@@ -3,7 +3,7 @@
 //! parameters' identity in saved sessions and automation lanes: never change or reuse one
 //! (`tests/plugin_clap.rs` pins them).
 
-use crate::generator::{Controls, Point, Slot, Slots};
+use crate::generator::{Automated, Controls, Cue, Point, Slot, Slots};
 use crate::groove::{DEFAULT_OUTPUT_PITCHES, VOICES};
 use crate::sequencer::{MAX_NOTE_LENGTH_STEPS, MAX_TIMING_AMOUNT, Settings, SwitchAt};
 use nice_plug::prelude::*;
@@ -300,36 +300,53 @@ impl DrumVaeParams {
             switch_at: self.switch_at.value().into(),
         }
     }
+
+    /// The morph point's automatable part from the current values: the pad position (or the
+    /// auditioned corner's), temperature, density, seed. Atomics only, no allocation: the audio
+    /// thread reads it every block for the worker's cue.
+    pub fn automated(&self) -> Automated {
+        // Auditioning a corner plays it alone: the pad position of that corner.
+        let (x, y) = match self.audition.load(Ordering::Relaxed) {
+            corner @ 0..=3 => ((corner % 2) as f32, (corner / 2) as f32),
+            _ => (self.morph_x.value(), self.morph_y.value()),
+        };
+        Automated {
+            x,
+            y,
+            temperature: self.temperature.value(),
+            density: self.density.value(),
+            seed: self.seed.value().max(0) as u64,
+        }
+    }
 }
 
-/// The worker's view of the parameters.
-pub struct ParamControls(pub Arc<DrumVaeParams>);
+/// The worker's view of the parameters, and of the audio thread's cue (the plugin's [`Player`]
+/// writes the same one).
+///
+/// [`Player`]: super::player::Player
+pub struct ParamControls {
+    pub params: Arc<DrumVaeParams>,
+    pub cue: Arc<Cue>,
+}
 
 impl Controls for ParamControls {
     fn point(&self) -> Point {
-        let p = &self.0;
-        // Auditioning a corner plays it alone: the pad position of that corner.
-        let (x, y) = match p.audition.load(Ordering::Relaxed) {
-            corner @ 0..=3 => ((corner % 2) as f32, (corner / 2) as f32),
-            _ => (p.morph_x.value(), p.morph_y.value()),
-        };
-        Point {
-            slots: p.slots.read().clone(),
-            x,
-            y,
-            temperature: p.temperature.value(),
-            density: p.density.value(),
-            seed: p.seed.value().max(0) as u64,
-        }
+        self.params
+            .automated()
+            .point(self.params.slots.read().clone())
     }
 
     fn model_path(&self) -> Option<PathBuf> {
-        self.0.model_path.read().clone()
+        self.params.model_path.read().clone()
     }
 
     fn set_slot(&self, index: usize, slot: Slot) {
-        if let Some(s) = self.0.slots.write().0.get_mut(index) {
+        if let Some(s) = self.params.slots.write().0.get_mut(index) {
             *s = slot;
         }
+    }
+
+    fn cue(&self) -> Option<&Cue> {
+        Some(&self.cue)
     }
 }
