@@ -12,6 +12,7 @@
 pub mod editor;
 pub mod params;
 pub mod player;
+pub mod saved_state;
 
 use crate::generator::{Engine, Generator, Link};
 use crate::model::DeviceRequest;
@@ -133,6 +134,11 @@ impl Plugin for DrumVae {
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    /// A saved state is untrusted: values clamped into range, oversized fields refused unread.
+    fn filter_state(state: &mut PluginState) {
+        saved_state::filter(state);
     }
 
     #[cfg(feature = "editor")]
