@@ -13,6 +13,7 @@ pub mod editor;
 pub mod params;
 pub mod player;
 pub mod saved_state;
+pub mod session_edits;
 
 use crate::generator::{Engine, Generator, Link};
 use crate::model::DeviceRequest;
