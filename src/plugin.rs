@@ -18,6 +18,8 @@
 pub mod editor;
 pub mod params;
 pub mod player;
+pub mod saved_state;
+pub mod session_edits;
 
 use crate::generator::{Cue, Engine, Generator, Link};
 use crate::model::DeviceRequest;
@@ -140,6 +142,11 @@ impl Plugin for DrumVae {
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    /// A saved state is untrusted: values clamped into range, oversized fields refused unread.
+    fn filter_state(state: &mut PluginState) {
+        saved_state::filter(state);
     }
 
     #[cfg(feature = "editor")]

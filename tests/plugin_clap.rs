@@ -1441,7 +1441,7 @@ fn a_state_with_unreadable_corners_keeps_the_others_and_saves_every_corner_back(
 /// string id. Changing either breaks every saved session's automation (or silently moves it to
 /// another parameter), so a change here must be deliberate: never rename or reuse an id, only
 /// add new parameters (at the end).
-const PINNED_PARAMS: [(u32, &str); 30] = [
+const PINNED_PARAMS: [(u32, &str); 31] = [
     (3499, "Morph X"),
     (3500, "Morph Y"),
     (3556308, "Temperature"),
@@ -1472,17 +1472,21 @@ const PINNED_PARAMS: [(u32, &str); 30] = [
     (500778442, "High tom note"),
     (487055815, "Crash note"),
     (501065432, "Ride note"),
+    // Hidden, not automatable: how the editor tells the host that the corners or the model
+    // changed (src/plugin/session_edits.rs).
+    (96359337, "Session edits"),
 ];
 
 /// Persisted (non-parameter) fields in the saved state, by key.
 const PINNED_FIELDS: [&str; 2] = ["model", "slots"];
 
 /// The parameters' string ids in the saved state (sorted, as nice-plug writes them).
-const PINNED_STATE_KEYS: [&str; 30] = [
+const PINNED_STATE_KEYS: [&str; 31] = [
     "barofs",
     "chan",
     "dens",
     "dyn",
+    "edits",
     "key_chh",
     "key_crash",
     "key_htom",

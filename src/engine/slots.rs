@@ -6,7 +6,9 @@
 //! corners are the user's work, so each corner is read on its own: one that does not read (an
 //! unknown kind, a non-finite or oversized latent, an absurd name) becomes [`Slot::Unreadable`],
 //! which plays a seeded fallback, says why, and writes its saved JSON back unchanged, so the next
-//! save never destroys what a newer version wrote. The other corners load as saved.
+//! save never destroys what a newer version wrote. The other corners load as saved. A corner too
+//! large to keep is written back as `{"kind": "unreadable", "reason": ...}`, which reads back as
+//! the same corner (same reason, same fallback), so every corner a session saves reads back.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -19,6 +21,15 @@ pub const MAX_LATENT: usize = 4096;
 /// The largest saved JSON of one unreadable corner that is kept to be written back; anything
 /// larger is hostile or broken, and only its reason is kept (the worker clones corners often).
 pub const MAX_KEPT_JSON_BYTES: usize = 64 * 1024;
+/// The largest saved JSON of all four corners that is read at all (the plugin's state filter
+/// refuses a longer one unread, `plugin::saved_state`): the largest corner the plugin writes is
+/// about that of [`MAX_KEPT_JSON_BYTES`] (a latent of [`MAX_LATENT`] values, or a kept corner), so
+/// this leaves four times the room. Reading parses the corners into JSON trees about 16 times
+/// their text, so it also bounds what a session costs in memory.
+pub const MAX_SLOTS_JSON_BYTES: usize = SLOT_COUNT * 4 * MAX_KEPT_JSON_BYTES;
+/// The longest reason kept for an unreadable corner, in bytes: serde's messages quote what they
+/// could not read (an unknown kind of a megabyte), and the reason is shown and copied often.
+pub const MAX_REASON_BYTES: usize = 256;
 
 /// Number of morph corners.
 pub const SLOT_COUNT: usize = 4;
@@ -41,9 +52,9 @@ pub enum Slot {
         /// The encoder's mean for the chosen window.
         z: Vec<f32>,
     },
-    /// A corner from a saved session that could not be read. It plays a seeded fallback and is
-    /// saved back exactly as it was read (`saved` is its JSON, or `None` when it was too large
-    /// to keep).
+    /// A corner from a saved session that could not be read. It plays a seeded fallback (seeded by
+    /// its reason) and is saved back exactly as it was read (`saved` is its JSON), or, when it
+    /// was too large to keep (`saved` is `None`), as `{"kind": "unreadable", "reason": ...}`.
     Unreadable {
         saved: Option<serde_json::Value>,
         reason: String,
@@ -54,9 +65,22 @@ pub enum Slot {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum SavedSlot {
-    Seed { seed: u64 },
-    Style { name: String },
-    File { name: String, z: Vec<Option<f32>> },
+    Seed {
+        seed: u64,
+    },
+    Style {
+        name: String,
+    },
+    File {
+        name: String,
+        z: Vec<Option<f32>>,
+    },
+    /// An unreadable corner that was too large to keep. It used to be written as `null`, which
+    /// is not a corner at all: the next load refused the whole corner list, and the session's
+    /// other corners were lost (found by `tests/state_fuzz.rs`).
+    Unreadable {
+        reason: String,
+    },
 }
 
 impl Slot {
@@ -66,6 +90,12 @@ impl Slot {
         let reason = match SavedSlot::deserialize(&value) {
             Err(e) => e.to_string(),
             Ok(SavedSlot::Seed { seed }) => return Slot::Seed { seed },
+            Ok(SavedSlot::Unreadable { reason }) => {
+                return Slot::Unreadable {
+                    saved: None,
+                    reason: shortened(reason),
+                };
+            }
             Ok(SavedSlot::Style { name }) if name_ok(&name) => return Slot::Style { name },
             Ok(SavedSlot::File { name, z }) if name_ok(&name) && z.len() <= MAX_LATENT => {
                 match z.iter().copied().collect::<Option<Vec<f32>>>() {
@@ -80,9 +110,22 @@ impl Slot {
         let kept = value.to_string().len() <= MAX_KEPT_JSON_BYTES;
         Slot::Unreadable {
             saved: kept.then_some(value),
-            reason,
+            reason: shortened(reason),
         }
     }
+}
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`] (on a character boundary, marked with an ellipsis).
+fn shortened(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES - '…'.len_utf8();
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+        reason.push('…');
+    }
+    reason
 }
 
 impl Serialize for Slot {
@@ -100,7 +143,13 @@ impl Serialize for Slot {
             Slot::Unreadable {
                 saved: Some(value), ..
             } => value.serialize(serializer),
-            Slot::Unreadable { saved: None, .. } => serializer.serialize_unit(),
+            Slot::Unreadable {
+                saved: None,
+                reason,
+            } => SavedSlot::Unreadable {
+                reason: reason.clone(),
+            }
+            .serialize(serializer),
         }
     }
 }
@@ -227,6 +276,26 @@ mod tests {
         assert_eq!(serde_json::from_str::<Slots>(&saved).unwrap(), slots);
     }
 
+    /// The numbers of a kept corner (and of a latent) come back from every save exactly as they
+    /// were read. Failed before serde_json's `float_roundtrip`: `1e-45` read as
+    /// `1.0000000000000001e-45`, and every save and load of the session moved it again (found
+    /// by `tests/state_fuzz.rs`).
+    #[test]
+    fn numbers_in_corners_save_back_exactly_through_every_load() {
+        let numbers = "1e-45,2.2250738585072014e-308,5e-324,0.1,1.7976931348623157e308,\
+                       9007199254740993,-0.0,1.4012984643e-45,3.4028235e38";
+        for json in [
+            format!(r#"[{{"kind":"file","name":"a","z":[{numbers},null]}}]"#),
+            format!(r#"[{{"kind":"euclidean","steps":[{numbers}]}}]"#),
+            r#"[{"kind":"file","name":"a","z":[1e-45,1.4e-45,0.1,3.4028235e38]}]"#.to_string(),
+        ] {
+            let first = serde_json::to_string(&serde_json::from_str::<Slots>(&json).unwrap());
+            let first = first.unwrap();
+            let second = serde_json::to_string(&serde_json::from_str::<Slots>(&first).unwrap());
+            assert_eq!(second.unwrap(), first, "{json}");
+        }
+    }
+
     #[test]
     fn a_non_finite_latent_saves_and_reads_back_without_losing_the_other_corners() {
         let mut slots = Slots::default();
@@ -263,6 +332,45 @@ mod tests {
             serde_json::from_str::<Slots>("[1, 2]").is_err(),
             "not corners at all"
         );
+    }
+
+    /// serde quotes an unknown kind in its message: a kind of 10 KB (or of multi-byte
+    /// characters) still leaves a short reason, cut on a character boundary.
+    #[test]
+    fn an_unreadable_corner_keeps_a_short_reason() {
+        for kind in ["k".repeat(10_000), "é".repeat(5_000)] {
+            let json = format!(r#"[{{"kind":"{kind}"}}]"#);
+            let slots: Slots = serde_json::from_str(&json).unwrap();
+            match &slots.0[0] {
+                Slot::Unreadable { reason, .. } => {
+                    assert!(reason.len() <= MAX_REASON_BYTES, "{}", reason.len());
+                    assert!(reason.ends_with('…'), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A corner too large to keep saves as an unreadable corner with its reason, which reads
+    /// back as the same corner, beside the others. Failed before: it saved as `null`, and the
+    /// next load refused the whole list, so the session reopened with none of its corners.
+    #[test]
+    fn a_corner_too_large_to_keep_saves_as_a_corner_that_reads_back_the_same() {
+        let z = vec!["0.123456789"; 2 * MAX_LATENT].join(",");
+        let json = format!(
+            r#"[{{"kind":"file","name":"a","z":[{z}]}},{{"kind":"seed","seed":3}},{{"kind":"style","name":"jazz"}},{{"kind":"seed","seed":4}}]"#
+        );
+        let slots: Slots = serde_json::from_str(&json).unwrap();
+        assert!(
+            matches!(&slots.0[0], Slot::Unreadable { saved: None, .. }),
+            "{:?}",
+            slots.0[0]
+        );
+        let saved = serde_json::to_string(&slots).unwrap();
+        assert!(saved.len() < 1024, "{saved}");
+        let back: Slots = serde_json::from_str(&saved).expect("its own save reads back");
+        assert_eq!(back, slots);
+        assert_eq!(serde_json::to_string(&back).unwrap(), saved);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod slots_panel;
 
 use super::params::{DrumVaeParams, EDITOR_SIZE};
 use super::player::PlayState;
+use super::session_edits::EditReporter;
 use crate::generator::{Command, Link};
 use crate::groove::{Pattern, STEPS, STEPS_PER_BEAT, VOICES};
 use egui::{Color32, RichText, Ui, UiBuilder};
@@ -35,6 +36,8 @@ pub struct EditorApp {
     link: Link,
     play: Arc<PlayState>,
     gui: Option<GuiContext>,
+    /// Which session edits the host has been told of.
+    edits: EditReporter,
     slots: slots_panel::SlotsPanelState,
     model_path: String,
     export_path: String,
@@ -83,6 +86,7 @@ pub fn create(params: Arc<DrumVaeParams>, link: Link, play: Arc<PlayState>) -> D
             link,
             play,
             gui: None,
+            edits: EditReporter::default(),
             slots: Default::default(),
             model_path: String::new(),
             export_path,
@@ -233,6 +237,13 @@ impl NiceEguiApp for EditorApp {
         let setter = gui.param_setter();
         // The worker decodes previews of the pad position while this window shows them.
         self.link.want_preview();
+        // Edits of the corners and the model since the last frame (made here or by the worker)
+        // reach the host as an edit of the hidden `Session edits` parameter.
+        self.edits.report(
+            &self.params.field_edits,
+            &self.params.session_edits,
+            &setter,
+        );
         self.header(ui);
         let slots = self.params.slots.read().clone();
         pad::show(ui, &self.params, &setter, &slots);
@@ -264,6 +275,15 @@ impl NiceEguiApp for EditorApp {
 }
 
 impl EditorApp {
+    /// Chooses the model file (`None`: the embedded model); a change is a session edit.
+    fn set_model_path(&self, path: Option<PathBuf>) {
+        let mut current = self.params.model_path.write();
+        if *current != path {
+            *current = path;
+            self.params.field_edits.note();
+        }
+    }
+
     fn header(&self, ui: &mut Ui) {
         let rect = egui::Rect::from_min_size(
             egui::Pos2::ZERO,
@@ -454,11 +474,11 @@ impl EditorApp {
             );
             if ui.button("load").clicked() {
                 let path = self.model_path.trim();
-                *self.params.model_path.write() = (!path.is_empty()).then(|| PathBuf::from(path));
+                self.set_model_path((!path.is_empty()).then(|| PathBuf::from(path)));
             }
             if ui.button("built-in").clicked() {
                 self.model_path.clear();
-                *self.params.model_path.write() = None;
+                self.set_model_path(None);
             }
         });
         let state = if status.model.is_empty() {

@@ -3,6 +3,7 @@
 //! parameters' identity in saved sessions and automation lanes: never change or reuse one
 //! (`tests/plugin_clap.rs` pins them).
 
+use super::session_edits::{SessionEdits, session_edits_param};
 use crate::generator::{Automated, Controls, Cue, Point, Slot, Slots};
 use crate::groove::{DEFAULT_OUTPUT_PITCHES, VOICES};
 use crate::sequencer::{MAX_NOTE_LENGTH_STEPS, MAX_TIMING_AMOUNT, Settings, SwitchAt};
@@ -65,6 +66,10 @@ pub struct DrumVaeParams {
     /// The corner being auditioned alone (0..4), or -1: the editor's "solo" button. Not saved:
     /// a session always reopens on the pad position.
     pub audition: Arc<AtomicI32>,
+    /// Edits of the persisted fields above (corners, model, selected corner), counted by whoever
+    /// makes them, for the editor to report to the host through `session_edits` (see
+    /// `plugin::session_edits`). Not saved.
+    pub field_edits: Arc<SessionEdits>,
 
     #[id = "mx"]
     pub morph_x: FloatParam,
@@ -128,6 +133,11 @@ pub struct DrumVaeParams {
     pub key_crash: IntParam,
     #[id = "key_ride"]
     pub key_ride: IntParam,
+
+    /// Hidden and not automatable: the editor changes it when a persisted field changed, so the
+    /// host sees an edit and knows the session needs saving (`plugin::session_edits`).
+    #[id = "edits"]
+    pub session_edits: IntParam,
 }
 
 /// Voice names as the host shows them, in model order.
@@ -172,6 +182,7 @@ impl Default for DrumVaeParams {
             selected_slot: Arc::new(AtomicUsize::new(0)),
             editor_size: Arc::new(RwLock::new(EDITOR_SIZE)),
             audition: Arc::new(AtomicI32::new(-1)),
+            field_edits: Arc::new(SessionEdits::default()),
             morph_x: unit("Morph X", 0.0),
             morph_y: unit("Morph Y", 0.0),
             temperature: FloatParam::new(
@@ -249,6 +260,7 @@ impl Default for DrumVaeParams {
             key_high_tom: key(6),
             key_crash: key(7),
             key_ride: key(8),
+            session_edits: session_edits_param(),
         }
     }
 }
@@ -343,6 +355,7 @@ impl Controls for ParamControls {
     fn set_slot(&self, index: usize, slot: Slot) {
         if let Some(s) = self.params.slots.write().0.get_mut(index) {
             *s = slot;
+            self.params.field_edits.note();
         }
     }
 

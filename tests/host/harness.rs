@@ -1851,6 +1851,34 @@ impl X11Host {
     }
 }
 
+impl X11Host {
+    /// Moves the pointer to (`x`, `y`) of the screen and clicks the left button there, as a user
+    /// does: XTEST input, so the server delivers the events to whatever window is there (a
+    /// parent window from [`Self::create_parent`] sits at the screen's origin). Pauses between
+    /// the motion, the press and the release, so that a GUI drawing frames sees each.
+    pub fn click(&self, x: i16, y: i16) -> Result<(), String> {
+        use x11rb::protocol::xproto::{
+            BUTTON_PRESS_EVENT, BUTTON_RELEASE_EVENT, MOTION_NOTIFY_EVENT,
+        };
+        use x11rb::protocol::xtest::ConnectionExt as _;
+        let root = self.conn.setup().roots[self.screen].root;
+        for (kind, button) in [
+            (MOTION_NOTIFY_EVENT, 0),
+            (BUTTON_PRESS_EVENT, 1),
+            (BUTTON_RELEASE_EVENT, 1),
+        ] {
+            self.conn
+                .xtest_fake_input(kind, button, 0, root, x, y, 0)
+                .map_err(|e| e.to_string())?
+                .check()
+                .map_err(|e| format!("XTEST input at ({x}, {y}): {e}"))?;
+            self.conn.sync().map_err(|e| e.to_string())?;
+            thread::sleep(Duration::from_millis(40));
+        }
+        Ok(())
+    }
+}
+
 fn dimension(pixels: u32) -> u16 {
     u16::try_from(pixels.clamp(1, u32::from(u16::MAX))).unwrap_or(u16::MAX)
 }

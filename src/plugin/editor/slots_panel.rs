@@ -1,7 +1,8 @@
 //! The four corner panels (GUI THREAD): what each corner holds, with controls to re-roll its seed,
 //! choose a style, load a MIDI file (a path field: file dialogs on Linux need a desktop portal or
 //! GTK, which many studio machines and every headless test lack), and audition it alone. Edits go
-//! to the persisted slots; the worker picks them up at its next poll.
+//! to the persisted slots (and are counted as session edits for the host, see
+//! `plugin::session_edits`); the worker picks them up at its next poll.
 
 use crate::generator::{Command, Link, SLOT_COUNT, SLOT_NAMES, Slot};
 use crate::plugin::params::DrumVaeParams;
@@ -49,8 +50,10 @@ pub fn show(ui: &mut Ui, params: &DrumVaeParams, link: &Link, state: &mut SlotsP
                 if ui
                     .selectable_label(i == selected, RichText::new(name.to_string()).strong())
                     .clicked()
+                    && i != selected
                 {
                     params.selected_slot.store(i, Ordering::Relaxed);
+                    params.field_edits.note();
                 }
                 let mut new_slot = None;
                 match &slot {
@@ -106,8 +109,11 @@ pub fn show(ui: &mut Ui, params: &DrumVaeParams, link: &Link, state: &mut SlotsP
                         .audition
                         .store(if solo { -1 } else { i as i32 }, Ordering::Relaxed);
                 }
-                if let Some(s) = new_slot {
+                if let Some(s) = new_slot
+                    && s != slot
+                {
                     params.slots.write().0[i] = s;
+                    params.field_edits.note();
                 }
             });
             ui.horizontal(|ui| {
