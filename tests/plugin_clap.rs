@@ -650,12 +650,18 @@ fn default_parameters_play_the_default_settings_and_the_default_point() {
 /// (a bar line); the others 17 (a whole loop and the wrap into the next, where step 0's early hits
 /// land at the end of the first).
 fn check_exact_schedule(rate: f64) {
+    let mut plugin = load();
+    exact_schedule_in(&mut plugin, rate, &[60.0, 120.0, 187.3]);
+}
+
+/// [`check_exact_schedule`] on an instance the caller owns (activated here, deactivated at the
+/// end), at the given tempos.
+fn exact_schedule_in(plugin: &mut PluginUnderTest, rate: f64, tempos: &[f64]) {
     let pattern = default_pattern();
     let settings = Settings::default();
-    let mut plugin = load();
     let mut timeline = Timeline::new(rate);
-    let mut session = Session::new(activate_ready(&mut plugin, rate));
-    for tempo in [60.0, 120.0, 187.3] {
+    let mut session = Session::new(activate_ready(plugin, rate));
+    for &tempo in tempos {
         let spb = samples_per_beat(tempo, rate);
         let runs: [(&str, f64, Sizes); 6] = [
             ("1", 5.0, fixed(1)),
@@ -709,7 +715,18 @@ fn check_exact_schedule(rate: f64) {
     }
     let log = session.finish();
     check_pairing(&log);
-    assert_clean(&plugin);
+    assert_clean(plugin);
+}
+
+/// A host that changes its sample rate between activations of one instance (44.1, then 96, then
+/// 48 kHz): after each reactivation every note-on lands on the new rate's analytic sample, for
+/// every block size, and every note is paired.
+#[test]
+fn a_sample_rate_change_between_activations_puts_every_note_on_the_new_rates_sample() {
+    let mut plugin = load();
+    for rate in [44_100.0, 96_000.0, 48_000.0] {
+        exact_schedule_in(&mut plugin, rate, &[120.0]);
+    }
 }
 
 #[test]
