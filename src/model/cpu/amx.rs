@@ -110,7 +110,7 @@ impl Tiles {
         b: *const u32,
         pairs: usize,
     ) {
-        debug_assert!(pairs % TILE == 0);
+        debug_assert!(pairs.is_multiple_of(TILE));
         // SAFETY: tiles configured on this thread (`self`); every load reads 16 rows of 64 bytes
         // inside the ranges the caller guarantees, every store writes 16 rows of 64 bytes of `c`.
         unsafe {
