@@ -940,12 +940,16 @@ fn check_no_cut_notes(log: &[Logged], note_samples: u64, stop: u64) {
 
 #[test]
 fn a_host_loop_not_split_at_the_loop_end_wraps_on_the_exact_sample_and_cuts_no_note() {
-    // (rate, tempo, loop, where play starts, block sizes): a one-bar loop entered from before it
-    // in random blocks of 1..=4096 (the loop end falls between samples), and a three-bar loop
-    // from its start (crossing the 4-bar pattern's bar grid) in blocks of 4096.
+    // (rate, tempo, loop, where play starts, block sizes): loops of one to four bars. A one-bar
+    // loop entered from before it in random blocks of 1..=4096 (the loop end falls between
+    // samples); a two-bar loop on bars 3-4 entered from bar 2 at 96 kHz in random blocks of
+    // 1..=512; a three-bar loop from its start (crossing the 4-bar pattern's bar grid) in blocks of
+    // 4096; the whole four-bar pattern looped in random blocks of 1..=4096.
     let cases = [
         (44_100.0, 128.0, (4.0, 8.0), 2.5, random_sizes(41, 4096)),
+        (96_000.0, 100.0, (8.0, 16.0), 6.0, random_sizes(43, 512)),
         (48_000.0, 187.3, (0.0, 12.0), 0.0, fixed(4096)),
+        (44_100.0, 140.0, (0.0, 16.0), 0.0, random_sizes(47, 4096)),
     ];
     for (rate, tempo, range, from_beat, mut sizes) in cases {
         let mut plugin = load();
