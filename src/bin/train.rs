@@ -118,7 +118,7 @@ struct Args {
     lstm_kernel: LstmKernel,
     /// Operand precision of the LSTM layers' matrix products: `bf16` (bf16 operands, f32
     /// accumulation; weights, optimizer state and the loss stay f32) or `f32`. Default: bf16 where
-    /// the CPU has AVX-512 BF16, else f32.
+    /// the CPU has AMX or AVX-512 BF16, else f32.
     #[arg(long)]
     precision: Option<Precision>,
     /// Prior samples drawn for the density check in the final evaluation.
