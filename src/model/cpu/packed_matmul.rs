@@ -158,17 +158,7 @@ impl PackedRhs {
                     for (i, t) in tile.iter().enumerate().take(rows) {
                         // SAFETY: row `row + i < m` and columns `col0..col0 + width <= n` are in
                         // bounds (caller's contract), and this thread owns these columns.
-                        let d = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                dst.0.add((row + i) * dst_rs + col0),
-                                width,
-                            )
-                        };
-                        if add {
-                            d.iter_mut().zip(t).for_each(|(d, t)| *d += t);
-                        } else {
-                            d.copy_from_slice(&t[..width]);
-                        }
+                        unsafe { dst.store((row + i) * dst_rs + col0, &t[..width], add) };
                     }
                     row += rows;
                 }
@@ -177,10 +167,28 @@ impl PackedRhs {
     }
 }
 
-/// The destination pointer, shared by the threads that write disjoint columns of it.
-struct SharedDst(*mut f32);
+/// The destination pointer, shared by the threads that write disjoint columns of it (here and in
+/// the bf16 product).
+pub(super) struct SharedDst(pub(super) *mut f32);
 // SAFETY: only used to write disjoint column ranges from different threads (see `matmul`).
 unsafe impl Sync for SharedDst {}
+
+impl SharedDst {
+    /// Writes `values` at element `at` of the destination, adding to what is there or not.
+    ///
+    /// # Safety
+    /// `at..at + values.len()` must be inside the destination, and no other thread may touch it
+    /// meanwhile.
+    pub(super) unsafe fn store(&self, at: usize, values: &[f32], add: bool) {
+        // SAFETY: the caller's contract.
+        let d = unsafe { std::slice::from_raw_parts_mut(self.0.add(at), values.len()) };
+        if add {
+            d.iter_mut().zip(values).for_each(|(d, v)| *d += v);
+        } else {
+            d.copy_from_slice(values);
+        }
+    }
+}
 
 /// `tile[0..rows] = a [rows, k] · panel [k, NR]`, for CPUs without AVX2 + FMA.
 fn portable_tile(

@@ -26,6 +26,7 @@
 use rayon::prelude::*;
 
 use super::amx;
+use super::packed_matmul::SharedDst;
 use super::precision::cpu_has_avx512_bf16;
 
 /// Columns per panel: two registers of 16 f32 lanes.
@@ -357,14 +358,7 @@ impl PackedRhsBf16 {
             for (i, t) in tile.iter().enumerate().take(rows) {
                 // SAFETY: row `row + i < m` and columns `col0..col0 + width <= n` are in bounds
                 // (caller's contract), and this thread owns these columns.
-                let d = unsafe {
-                    std::slice::from_raw_parts_mut(dst.0.add((row + i) * dst_rs + col0), width)
-                };
-                if add {
-                    d.iter_mut().zip(t).for_each(|(d, t)| *d += t);
-                } else {
-                    d.copy_from_slice(&t[..width]);
-                }
+                unsafe { dst.store((row + i) * dst_rs + col0, &t[..width], add) };
             }
         };
         let m = lhs.m;
@@ -458,11 +452,6 @@ pub fn matmul_bf16(
     a.pack(lhs, (m, k), lhs_strides);
     PackedRhsBf16::new(rhs, (k, n), rhs_strides).matmul(dst, dst_rs, accumulate, &a);
 }
-
-/// The destination pointer, shared by the threads that write disjoint columns of it.
-struct SharedDst(*mut f32);
-// SAFETY: only used to write disjoint column ranges from different threads (see `matmul`).
-unsafe impl Sync for SharedDst {}
 
 /// The bf16 value in the low (`hi == false`) or high half of a pair, as f32.
 #[inline(always)]
