@@ -20,22 +20,13 @@ use drumvae::model::lstm::{LstmState, StackedLstm};
 use drumvae::model::{Config, Vae, patterns_to_tensor, seeded_var_builder};
 use drumvae::training::{Adam, AdamConfig, rng};
 
+#[path = "support/relative_error.rs"]
+mod relative_error;
+use relative_error::relative_error;
+
 const CPU: Device = Device::Cpu;
 /// See the file's doc: four times bf16's unit roundoff (2⁻⁹).
 const TOLERANCE: f32 = 1.0 / 128.0;
-
-/// `max |a - b| / max |b|`.
-fn relative_error(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
-}
 
 /// Asserts every named tensor agrees within [`TOLERANCE`], and that bf16 changed at least one.
 fn assert_within_bf16_tolerance(bf16: &[(String, Tensor)], f32: &[(String, Tensor)]) {

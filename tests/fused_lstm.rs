@@ -10,21 +10,12 @@ use drumvae::model::lstm::{LstmKernel, LstmState, StackedLstm, with_kernel};
 use drumvae::model::{Config, Vae, patterns_to_tensor, seeded_var_builder};
 use drumvae::training::{Adam, AdamConfig, rng};
 
+#[path = "support/relative_error.rs"]
+mod relative_error;
+use relative_error::relative_error;
+
 const CPU: Device = Device::Cpu;
 const TOLERANCE: f32 = 1e-5;
-
-/// `max |a - b| / max |b|`: the error relative to the reference's scale.
-fn relative_error(fast: &Tensor, reference: &Tensor) -> f32 {
-    assert_eq!(fast.dims(), reference.dims());
-    let a = fast.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let diff = a
-        .iter()
-        .zip(&b)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    diff / scale
-}
 
 fn assert_close(what: &str, fast: &Tensor, reference: &Tensor) {
     let e = relative_error(fast, reference);
