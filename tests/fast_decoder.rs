@@ -13,8 +13,8 @@ use drumvae::groove::{FEATURES, STEPS, VOICES};
 use drumvae::latent::seeded_z;
 use drumvae::model::cpu::fast_decoder::{FastDecoder, Kernel};
 use drumvae::model::{
-    Config, DecodeOptions, DecoderKind, SampleTrace, Vae, embedded, load_bytes, seeded_var_builder,
-    to_bytes,
+    BarState, Config, DecodeOptions, DecoderKind, SampleTrace, Vae, embedded, load_bytes,
+    seeded_var_builder, to_bytes,
 };
 
 const CPU: Device = Device::Cpu;
@@ -114,6 +114,20 @@ fn fast_decoder_matches_candle_reference_for_every_preset_batch_and_setting() {
         .collect();
     configs.push(("odd hierarchical".into(), odd(DecoderKind::Hierarchical)));
     configs.push(("odd flat".into(), odd(DecoderKind::Flat)));
+    configs.push((
+        "odd hierarchical carrying its bar state".into(),
+        Config {
+            bar_state: BarState::Carry,
+            ..odd(DecoderKind::Hierarchical)
+        },
+    ));
+    configs.push((
+        "small carrying its bar state".into(),
+        Config {
+            bar_state: BarState::Carry,
+            ..Config::small()
+        },
+    ));
     for (name, cfg) in configs {
         let (vae, _varmap) = build(&cfg, 3);
         let fast = FastDecoder::new(&vae.detach().decoder).unwrap();

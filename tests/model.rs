@@ -16,7 +16,7 @@ use drumvae::groove::{FEATURES, STEPS, VOICES};
 use drumvae::latent::seeded_z;
 use drumvae::model::file::{CONFIG_KEY, FORMAT_KEY};
 use drumvae::model::{
-    Config, DecodeOptions, DecoderKind, FORMAT, ModelError, Vae, load_bytes, load_file,
+    BarState, Config, DecodeOptions, DecoderKind, FORMAT, ModelError, Vae, load_bytes, load_file,
     patterns_to_tensor, save, seeded_var_builder, to_bytes,
 };
 use drumvae::{Cell, Pattern, Voice};
@@ -35,6 +35,21 @@ fn tiny(decoder: DecoderKind) -> Config {
         decoder_layers: 2,
         ..Config::small()
     }
+}
+
+/// The three decoders a model can have: hierarchical with the bar state reset at every bar line
+/// (MusicVAE) or carried across it, and flat.
+fn decoders(base: &Config) -> Vec<Config> {
+    let with = |decoder, bar_state| Config {
+        decoder,
+        bar_state,
+        ..base.clone()
+    };
+    vec![
+        with(DecoderKind::Hierarchical, BarState::Reset),
+        with(DecoderKind::Hierarchical, BarState::Carry),
+        with(DecoderKind::Flat, BarState::Reset),
+    ]
 }
 
 fn build(cfg: &Config, seed: u64) -> (Vae, VarMap) {
@@ -80,13 +95,10 @@ fn values(t: &Tensor) -> Vec<f32> {
 }
 
 #[test]
-fn forward_shapes_for_both_decoders_and_both_presets() {
+fn forward_shapes_for_every_decoder_and_both_presets() {
     for base in [Config::small(), Config::groovae()] {
-        for decoder in [DecoderKind::Hierarchical, DecoderKind::Flat] {
-            let cfg = Config {
-                decoder,
-                ..base.clone()
-            };
+        for cfg in decoders(&base) {
+            let decoder = (cfg.decoder, cfg.bar_state);
             let (vae, _) = build(&cfg, 1);
             let x = batch(2);
             let fwd = vae.forward(&x, &z(2, cfg.latent, 3)).unwrap();
@@ -122,8 +134,9 @@ fn forward_shapes_for_both_decoders_and_both_presets() {
 
 #[test]
 fn decode_gives_one_pattern_per_z_for_both_decoders() {
-    for decoder in [DecoderKind::Hierarchical, DecoderKind::Flat] {
-        let (vae, _) = build(&tiny(decoder), 2);
+    for cfg in decoders(&tiny(DecoderKind::Hierarchical)) {
+        let decoder = (cfg.decoder, cfg.bar_state);
+        let (vae, _) = build(&cfg, 2);
         let patterns = vae.decode(&z(3, 8, 4), &DecodeOptions::default()).unwrap();
         assert_eq!(patterns.len(), 3);
         assert!(
@@ -144,8 +157,9 @@ fn decode_gives_one_pattern_per_z_for_both_decoders() {
 /// hierarchical decoder this also proves a bar's first input is the previous bar's last step.
 #[test]
 fn teacher_forcing_only_looks_at_earlier_steps_across_bar_boundaries() {
-    for decoder in [DecoderKind::Hierarchical, DecoderKind::Flat] {
-        let (vae, _) = build(&tiny(decoder), 3);
+    for cfg in decoders(&tiny(DecoderKind::Hierarchical)) {
+        let decoder = (cfg.decoder, cfg.bar_state);
+        let (vae, _) = build(&cfg, 3);
         let zz = z(1, 8, 5);
         let x = batch(1);
         let base = vae.detach().decoder.teacher_forced(&zz, &x).unwrap();
@@ -175,12 +189,41 @@ fn teacher_forcing_only_looks_at_earlier_steps_across_bar_boundaries() {
     }
 }
 
+/// The bar state rule in one check: a change at step 5 reaches the second half of bar 2 (steps 24
+/// to 31) only when the bar decoder carries its state across the bar line. With the reset rule
+/// bar 2 restarts from its embedding and sees bar 1 only through its first input (step 15).
+#[test]
+fn only_a_carried_bar_state_lets_bar_two_remember_bar_one() {
+    for (bar_state, remembers) in [(BarState::Reset, false), (BarState::Carry, true)] {
+        let cfg = Config {
+            bar_state,
+            ..tiny(DecoderKind::Hierarchical)
+        };
+        let (vae, _) = build(&cfg, 3);
+        let zz = z(1, 8, 5);
+        let x = batch(1);
+        let mut flat = values(&x);
+        flat[5 * FEATURES + Voice::HighTom.index()] = 1.0;
+        flat[5 * FEATURES + VOICES + Voice::HighTom.index()] = 0.7;
+        let x2 = Tensor::from_vec(flat, (1, STEPS, FEATURES), &CPU).unwrap();
+        let decoder = vae.detach().decoder;
+        let logits = |x: &Tensor| {
+            let out = decoder.teacher_forced(&zz, x).unwrap();
+            out.hit_logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap()
+        };
+        let (a, b) = (logits(&x), logits(&x2));
+        let changed = (24..32).any(|s| a[s] != b[s]);
+        assert_eq!(changed, remembers, "{bar_state:?}");
+    }
+}
+
 /// Decoding at temperature 0 and then teacher-forcing the decoded pattern must predict exactly the
 /// hits that were sampled: the two code paths compute the same network.
 #[test]
 fn sampling_agrees_with_teacher_forcing_on_its_own_output() {
-    for decoder in [DecoderKind::Hierarchical, DecoderKind::Flat] {
-        let (vae, _) = build(&tiny(decoder), 4);
+    for cfg in decoders(&tiny(DecoderKind::Hierarchical)) {
+        let decoder = (cfg.decoder, cfg.bar_state);
+        let (vae, _) = build(&cfg, 4);
         let zz = z(2, 8, 6);
         let density = 0.3;
         let opts = DecodeOptions {

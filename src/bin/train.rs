@@ -15,7 +15,7 @@ use drumvae::evaluate::{self, EvalOptions, Evaluation};
 use drumvae::model::cpu::precision::{Precision, with_precision};
 use drumvae::model::device::{DeviceRequest, select_device};
 use drumvae::model::lstm::{LstmKernel, with_kernel};
-use drumvae::model::{self, Config, DecoderKind, HeadLoss};
+use drumvae::model::{self, BarState, Config, DecoderKind, HeadLoss};
 use drumvae::training::trainer::{self, Event, Finish, TrainSettings};
 use drumvae::training::{AdamConfig, BetaSchedule, LrSchedule, Verdict};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -87,6 +87,11 @@ struct Args {
     /// dropout): makes the decoder rely on z. Default: the preset's (0).
     #[arg(long)]
     decoder_input_dropout: Option<f64>,
+    /// Hierarchical decoder: `reset` starts every bar from its bar embedding (MusicVAE), `carry`
+    /// continues each bar from the state the previous one ended in, steered by the embedding.
+    /// Default: the preset's (reset).
+    #[arg(long)]
+    bar_state: Option<BarState>,
     /// Gradient-norm clipping threshold (0 = off).
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
@@ -165,6 +170,9 @@ fn config_from(args: &Args) -> Result<Config> {
     }
     if let Some(p) = args.decoder_input_dropout {
         config.decoder_input_dropout = p;
+    }
+    if let Some(s) = args.bar_state {
+        config.bar_state = s;
     }
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)

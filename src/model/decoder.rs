@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::encoder::detach_linear;
 use super::lstm::{LstmState, StackedLstm, top_h};
-use super::{Config, DecoderKind};
+use super::{BarState, Config, DecoderKind};
 use crate::groove::{BARS, FEATURES, STEPS, STEPS_PER_BAR, VOICES};
 
 /// How [`Decoder::sample`] turns hit logits into hits.
@@ -180,6 +180,7 @@ impl Decoder {
                 bar_init: detach_linear(&d.bar_init),
                 bar: d.bar.detach(),
                 output: detach_linear(&d.output),
+                carry: d.carry,
             }),
             Decoder::Flat(d) => Decoder::Flat(Flat {
                 init: detach_linear(&d.init),
@@ -217,9 +218,17 @@ pub struct Hierarchical {
     bar: StackedLstm,
     /// Top hidden state -> 27 raw outputs. `decoder.output`.
     output: Linear,
+    /// Whether bars 2-4 continue from the previous bar's final state ([`BarState::Carry`]) instead
+    /// of restarting from `bar_init(c_u)`. Not a weight: it comes from the config.
+    carry: bool,
 }
 
 impl Hierarchical {
+    /// Whether the bar decoder carries its state across bar lines (see [`BarState`]).
+    pub(crate) fn carries_state(&self) -> bool {
+        self.carry
+    }
+
     /// The weights, for [`super::cpu::fast_decoder`]: `(conductor_init, conductor, bar_init, bar,
     /// output)`.
     pub(crate) fn parts(&self) -> (&Linear, &StackedLstm, &Linear, &StackedLstm, &Linear) {
@@ -241,6 +250,7 @@ impl Hierarchical {
             bar_init: candle_nn::linear(hc, 2 * ld * hd, vb.pp("bar_init"))?,
             bar: StackedLstm::new(FEATURES, hc, hd, ld, false, &vb.pp("bar"))?,
             output: candle_nn::linear(hd, FEATURES, vb.pp("output"))?,
+            carry: cfg.bar_state == BarState::Carry,
         })
     }
 
@@ -264,6 +274,9 @@ impl Hierarchical {
     }
 
     fn teacher_forced(&self, z: &Tensor, x: &Tensor) -> Result<DecoderOutput> {
+        if self.carry {
+            return self.teacher_forced_carried(z, x);
+        }
         let b = z.dim(0)?;
         // With teacher forcing the four bars are independent given their embeddings, so they run
         // as one batch of B * 4 sequences of 16 steps instead of 64 sequential steps. Row b * 4 + u
@@ -279,17 +292,42 @@ impl Hierarchical {
         project(&self.output, &h.reshape((b, STEPS, self.bar.hidden()))?)
     }
 
+    /// [`BarState::Carry`]'s teacher forcing: the bars depend on each other through the state, so
+    /// they run one after another (four sequences of 16 steps of batch B), each from the state the
+    /// last one ended in; gradients flow back across the bar lines through that state.
+    fn teacher_forced_carried(&self, z: &Tensor, x: &Tensor) -> Result<DecoderOutput> {
+        let embeddings = self.bar_embeddings(z)?;
+        let inputs = shift_right(x)?;
+        let prepared = self.bar.prepare()?;
+        let (layers, hidden) = (self.bar.layers(), self.bar.hidden());
+        let mut states = initial_states(&self.bar_init, &embeddings[0], layers, hidden)?;
+        let mut bars = Vec::with_capacity(BARS);
+        for (u, c) in embeddings.iter().enumerate() {
+            let bar_inputs = inputs.narrow(1, u * STEPS_PER_BAR, STEPS_PER_BAR)?;
+            let (h, end) = prepared.condition(Some(c))?.seq(&bar_inputs, &states)?;
+            bars.push(h);
+            states = end;
+        }
+        project(&self.output, &Tensor::cat(&bars, 1)?)
+    }
+
     fn sample(&self, z: &Tensor, sampler: &mut Sampler) -> Result<()> {
         let prepared = self.bar.prepare()?;
         let mut prev = Tensor::zeros((z.dim(0)?, FEATURES), DType::F32, z.device())?;
+        let mut carried: Option<Vec<LstmState>> = None;
         for (u, c) in self.bar_embeddings(z)?.iter().enumerate() {
-            let mut states =
-                initial_states(&self.bar_init, c, self.bar.layers(), self.bar.hidden())?;
+            let mut states = match carried.take() {
+                Some(states) => states,
+                None => initial_states(&self.bar_init, c, self.bar.layers(), self.bar.hidden())?,
+            };
             let stepper = prepared.condition(Some(c))?;
             for s in 0..STEPS_PER_BAR {
                 states = stepper.step(Some(&prev), &states)?;
                 let raw = self.output.forward(top_h(&states))?;
                 prev = sampler.step(&raw, u * STEPS_PER_BAR + s)?;
+            }
+            if self.carry {
+                carried = Some(states);
             }
         }
         Ok(())

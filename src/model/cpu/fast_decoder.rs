@@ -575,6 +575,12 @@ impl StackState {
         self.bias0.copy_from_slice(bias0);
     }
 
+    /// Keeps the state and changes layer 0's gate bias: the next bar of a decoder that carries its
+    /// state across bar lines, steered by the new bar's embedding.
+    fn steer(&mut self, bias0: &[f32]) {
+        self.bias0.copy_from_slice(bias0);
+    }
+
     /// One step through every layer; `x` is the per-step input's nonzero entries.
     fn step(&mut self, stack: &FastStack, k: Kernel, x: &[(usize, f32)]) {
         let h = stack.hidden;
@@ -609,6 +615,8 @@ enum Kind {
         conductor: FastStack,
         bar_init: FastLinear,
         bar: FastStack,
+        /// [`crate::model::BarState::Carry`]: bars 2-4 continue from the last bar's state.
+        carry: bool,
     },
     Flat {
         init: FastLinear,
@@ -665,6 +673,7 @@ impl FastDecoder {
                     conductor: FastStack::new(conductor)?,
                     bar_init: FastLinear::new(bar_init)?,
                     bar: FastStack::new(bar)?,
+                    carry: d.carries_state(),
                 };
                 (kind, FastLinear::new(output)?, latent)
             }
@@ -716,6 +725,7 @@ impl FastDecoder {
                 conductor,
                 bar_init,
                 bar,
+                ..
             } => (
                 bar,
                 conductor.input() == 0
@@ -756,6 +766,7 @@ impl FastDecoder {
                 conductor,
                 bar_init,
                 bar,
+                ..
             } => {
                 add(linear(conductor_init), 1);
                 add(conductor.condition_cost(), 1);
@@ -833,6 +844,7 @@ impl FastDecoder {
                 conductor,
                 bar_init,
                 bar,
+                carry,
             } => {
                 let cs = work.conductor.as_mut().expect("hierarchical work");
                 conductor_init.apply(k, z, &mut work.init);
@@ -849,8 +861,12 @@ impl FastDecoder {
                     k.tanh(&mut bar_start.init[..bar_init.outputs()]);
                     bar.condition(k, c_u, &mut bar_start.bias0);
                 }
-                for bar_start in &work.bars {
-                    notes.state.start(bar, &bar_start.init, &bar_start.bias0);
+                for (u, bar_start) in work.bars.iter().enumerate() {
+                    if u == 0 || !carry {
+                        notes.state.start(bar, &bar_start.init, &bar_start.bias0);
+                    } else {
+                        notes.state.steer(&bar_start.bias0);
+                    }
                     for _ in 0..STEPS_PER_BAR {
                         self.note_step(bar, rule, rng, notes, grid, record.as_deref_mut(), step);
                         step += 1;
@@ -945,6 +961,7 @@ impl Work {
                 conductor,
                 bar_init,
                 bar,
+                ..
             } => {
                 let bars = (0..BARS)
                     .map(|_| BarStart {
