@@ -22,7 +22,10 @@ use drumvae::training::{Adam, AdamConfig, rng};
 
 #[path = "support/relative_error.rs"]
 mod relative_error;
+#[path = "support/uniform.rs"]
+mod uniform;
 use relative_error::relative_error;
+use uniform::uniform;
 
 const CPU: Device = Device::Cpu;
 /// See the file's doc: four times bf16's unit roundoff (2⁻⁹).
@@ -45,20 +48,6 @@ fn assert_within_bf16_tolerance(bf16: &[(String, Tensor)], f32: &[(String, Tenso
         largest > 0.0,
         "bf16 gave bit-identical results: it did not run"
     );
-}
-
-fn uniform(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &CPU).unwrap()
 }
 
 /// Outputs, final states and every gradient of a conditioned two-layer stack at the `small`

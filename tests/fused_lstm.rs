@@ -12,7 +12,10 @@ use drumvae::training::{Adam, AdamConfig, rng};
 
 #[path = "support/relative_error.rs"]
 mod relative_error;
+#[path = "support/uniform.rs"]
+mod uniform;
 use relative_error::relative_error;
+use uniform::uniform;
 
 const CPU: Device = Device::Cpu;
 const TOLERANCE: f32 = 1e-5;
@@ -23,23 +26,6 @@ fn assert_close(what: &str, fast: &Tensor, reference: &Tensor) {
         e <= TOLERANCE,
         "{what}: relative error {e:e} above {TOLERANCE:e}"
     );
-}
-
-fn uniform(shape: &[usize], seed: u64) -> Tensor {
-    // A small LCG keeps the inputs the same on every machine and run.
-    let n: usize = shape.iter().product();
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &CPU).unwrap()
 }
 
 struct Case {
