@@ -14,7 +14,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use drumvae::dataset::{self, Split};
 use drumvae::groove::{FEATURES, STEPS, VOICES};
 use drumvae::latent::seeded_z;
-use drumvae::model::file::{CONFIG_KEY, FORMAT_KEY};
+use drumvae::model::file::{CONFIG_KEY, FORMAT_KEY, FORMAT_V2};
 use drumvae::model::{
     BarState, Config, DecodeOptions, DecoderKind, FORMAT, ModelError, Vae, load_bytes, load_file,
     patterns_to_tensor, save, seeded_var_builder, to_bytes,
@@ -288,6 +288,43 @@ fn decode_with_the_same_seed_is_deterministic_and_independent_of_the_other_rows(
         for c in p.cells.iter().flatten().filter(|c| !c.hit) {
             assert_eq!((c.velocity, c.offset), (0.0, 0.0));
         }
+    }
+}
+
+/// A model whose bar decoder carries its state is written as format v2, so that a reader built
+/// before the option existed refuses it instead of decoding it with the reset rule; models without
+/// it stay v1, readable by those versions. This version reads both.
+#[test]
+fn only_models_that_carry_the_bar_state_need_the_v2_format() {
+    let dir = tempfile::tempdir().unwrap();
+    for (bar_state, format) in [(BarState::Reset, FORMAT), (BarState::Carry, FORMAT_V2)] {
+        let cfg = Config {
+            bar_state,
+            ..tiny(DecoderKind::Hierarchical)
+        };
+        let (vae, varmap) = build(&cfg, 6);
+        let path = dir.path().join(format!("{bar_state:?}.safetensors"));
+        save(&path, &varmap, &cfg, HashMap::new()).unwrap();
+        let (loaded, info) = load_file(&path, &CPU).unwrap();
+        assert_eq!(info.metadata["format"], format, "{bar_state:?}");
+        assert_eq!(loaded.config.bar_state, bar_state);
+        let zz = z(1, cfg.latent, 2);
+        let opts = DecodeOptions::default();
+        assert_eq!(
+            vae.decode(&zz, &opts).unwrap(),
+            loaded.decode(&zz, &opts).unwrap()
+        );
+        // A file labelled v1 by an older build is brought up to date when it is rewritten (as
+        // `drumvae anchors` does).
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut meta = header.metadata().clone().unwrap();
+        meta.insert(FORMAT_KEY.into(), FORMAT.into());
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let as_v1 = safetensors::serialize(st.tensors(), Some(meta)).unwrap();
+        let rewritten = drumvae::model::file::with_metadata(&as_v1, HashMap::new()).unwrap();
+        let (_, info) = load_bytes(&rewritten, &CPU).unwrap();
+        assert_eq!(info.metadata["format"], format, "{bar_state:?} rewritten");
     }
 }
 

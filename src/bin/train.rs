@@ -92,6 +92,14 @@ struct Args {
     /// Default: the preset's (reset).
     #[arg(long)]
     bar_state: Option<BarState>,
+    /// Hierarchical decoder: hidden units of the conductor, which are also the size of each bar
+    /// embedding (default: the preset's, 256). With `--conductor-layers` it sets how many
+    /// parameters the hierarchy adds over the flat decoder.
+    #[arg(long)]
+    conductor_hidden: Option<usize>,
+    /// Hierarchical decoder: layers of the conductor (default: the preset's, 2).
+    #[arg(long)]
+    conductor_layers: Option<usize>,
     /// Gradient-norm clipping threshold (0 = off).
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
@@ -173,6 +181,12 @@ fn config_from(args: &Args) -> Result<Config> {
     }
     if let Some(s) = args.bar_state {
         config.bar_state = s;
+    }
+    if let Some(h) = args.conductor_hidden {
+        config.conductor_hidden = h;
+    }
+    if let Some(l) = args.conductor_layers {
+        config.conductor_layers = l;
     }
     config.validate().map_err(anyhow::Error::msg)?;
     Ok(config)

@@ -15,9 +15,24 @@ use safetensors::{SafeTensorError, SafeTensors};
 use super::{Config, Vae};
 use crate::untrusted_file::{self, ReadError};
 
-/// The value of the `format` metadata key. Bump it when the tensor layout or the meaning of a
-/// config field changes, so old readers refuse new files instead of misreading them.
+/// The value of the `format` metadata key in files every DrumVAE version reads. Bump it when the
+/// tensor layout or the meaning of a config field changes, so old readers refuse new files instead
+/// of misreading them.
 pub const FORMAT: &str = "drumvae-model-v1";
+/// The format of files whose config uses something version 1 readers would silently ignore and
+/// then decode wrongly: a bar decoder that carries its state across bar lines
+/// ([`super::BarState::Carry`]). Files without it stay [`FORMAT`], readable by older versions.
+pub const FORMAT_V2: &str = "drumvae-model-v2";
+/// Every format this version reads.
+pub const READABLE_FORMATS: [&str; 2] = [FORMAT, FORMAT_V2];
+
+/// The oldest format that can hold `config` without an older reader misreading it.
+pub fn format_for(config: &Config) -> &'static str {
+    match config.bar_state {
+        super::BarState::Reset => FORMAT,
+        super::BarState::Carry => FORMAT_V2,
+    }
+}
 /// Metadata key holding [`FORMAT`].
 pub const FORMAT_KEY: &str = "format";
 /// Metadata key holding the JSON of the [`Config`].
@@ -56,8 +71,8 @@ pub enum ModelError {
     )]
     NotDrumvae,
     #[error(
-        "unsupported model format \"{found}\": this version reads \"{FORMAT}\"; use a DrumVAE \
-         version that matches the file, or retrain"
+        "unsupported model format \"{found}\": this version reads \"{FORMAT}\" and \
+         \"{FORMAT_V2}\"; use a newer DrumVAE, or retrain"
     )]
     UnsupportedFormat { found: String },
     #[error("the model file has no \"{CONFIG_KEY}\" metadata, so its network cannot be rebuilt")]
@@ -124,7 +139,7 @@ pub fn to_bytes(
             return Err(ModelError::ReservedKey(key.to_string()));
         }
     }
-    metadata.insert(FORMAT_KEY.into(), FORMAT.into());
+    metadata.insert(FORMAT_KEY.into(), format_for(config).into());
     metadata.insert(
         CONFIG_KEY.into(),
         serde_json::to_string(config).expect("a Config always serialises"),
@@ -170,6 +185,14 @@ pub fn with_metadata(
     let st = SafeTensors::deserialize(bytes).map_err(|e| container_error(bytes, e))?;
     let mut metadata = header.metadata().clone().unwrap_or_default();
     metadata.extend(updates);
+    // A rewrite also brings the format up to date with the config: a model that carries its bar
+    // state but was written as v1 (by a build from before v2) leaves as v2.
+    if let Some(config) = metadata
+        .get(CONFIG_KEY)
+        .and_then(|json| serde_json::from_str::<Config>(json).ok())
+    {
+        metadata.insert(FORMAT_KEY.into(), format_for(&config).into());
+    }
     safetensors::serialize(st.tensors(), Some(metadata)).map_err(|e| ModelError::Corrupt {
         reason: format!("while writing: {e}"),
     })
@@ -240,7 +263,7 @@ fn check_header(head: &[u8]) -> Result<(), ModelError> {
         .and_then(|f| f.as_str())
     {
         None => Err(ModelError::NotDrumvae),
-        Some(f) if f != FORMAT => Err(ModelError::UnsupportedFormat {
+        Some(f) if !READABLE_FORMATS.contains(&f) => Err(ModelError::UnsupportedFormat {
             found: f.to_string(),
         }),
         Some(_) => Ok(()),
@@ -256,7 +279,9 @@ pub fn load_bytes(bytes: &[u8], device: &Device) -> Result<(Vae, ModelInfo), Mod
     let metadata = header.metadata().clone().unwrap_or_default();
     match metadata.get(FORMAT_KEY) {
         None => return Err(ModelError::NotDrumvae),
-        Some(f) if f != FORMAT => return Err(ModelError::UnsupportedFormat { found: f.clone() }),
+        Some(f) if !READABLE_FORMATS.contains(&f.as_str()) => {
+            return Err(ModelError::UnsupportedFormat { found: f.clone() });
+        }
         Some(_) => {}
     }
     let json = metadata.get(CONFIG_KEY).ok_or(ModelError::MissingConfig)?;
