@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 use candle_core::Device;
 use drumvae::Pattern;
 use drumvae::dataset::{self, Split};
-use drumvae::model::{Config, DecoderKind, HeadLoss};
+use drumvae::model::{BarState, Config, DecoderKind, HeadLoss};
 use drumvae::training::trainer::{self, Finish, TrainSettings};
 use drumvae::training::{AdamConfig, BetaSchedule, Checkpoint, LrSchedule, MetricsRow};
 
@@ -35,6 +35,7 @@ fn settings(stop_after_steps: Option<u64>) -> TrainSettings {
             free_bits: 1.0,
             head_loss: HeadLoss::HitCells,
             decoder_input_dropout: 0.1,
+            bar_state: BarState::Reset,
         },
         epochs: 3,
         batch_size: 8,
@@ -182,6 +183,24 @@ fn run_folder_holds_config_checkpoint_best_model_metrics_and_plot() {
         drumvae::model::file::load_file(&dir.path().join(trainer::BEST_FILE), &Device::Cpu)
             .unwrap();
     assert_eq!(info.config, s.config);
+}
+
+/// A checkpoint written before a config option existed has no such key in its config JSON; the
+/// option's default makes it the same config, so a newer `train --resume` continues it.
+#[test]
+fn a_checkpoint_from_before_a_new_config_option_resumes() {
+    let data = windows();
+    let (train, val) = data.split_at(22);
+    let dir = tempfile::tempdir().unwrap();
+    run(&settings(Some(1)), train, val, dir.path(), false).unwrap();
+    let path = dir.path().join(trainer::CHECKPOINT_FILE);
+    let mut ck = Checkpoint::load(&path, &Device::Cpu).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&ck.extra["config"]).unwrap();
+    assert!(config.as_object_mut().unwrap().remove("bar_state").is_some());
+    ck.extra.insert("config".into(), config.to_string());
+    ck.save(&path).unwrap();
+    let resumed = run(&settings(None), train, val, dir.path(), true).unwrap();
+    assert_eq!(resumed.finish, Finish::Completed);
 }
 
 #[test]

@@ -233,11 +233,16 @@ pub fn train(
     if resume {
         let ck = Checkpoint::load(&checkpoint_path, device)
             .with_context(|| format!("cannot resume from {}", run_dir.display()))?;
-        for (key, want) in [
-            ("config", serde_json::to_string(&settings.config)?),
-            ("batch_size", settings.batch_size.to_string()),
-        ] {
-            if ck.extra.get(key) != Some(&want) {
+        // Configs compare as values, not as JSON text: a checkpoint from a version without a
+        // newer option (which deserialises to its default) resumes in this one.
+        let same_config = ck
+            .extra
+            .get("config")
+            .and_then(|json| serde_json::from_str::<crate::model::Config>(json).ok())
+            .is_some_and(|c| c == settings.config);
+        let same_batch = ck.extra.get("batch_size") == Some(&settings.batch_size.to_string());
+        for (key, same) in [("config", same_config), ("batch_size", same_batch)] {
+            if !same {
                 bail!(
                     "the checkpoint in {} was made with a different {key}; resume with the same settings or start a new run folder",
                     run_dir.display()
