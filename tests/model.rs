@@ -133,9 +133,8 @@ fn forward_shapes_for_every_decoder_and_both_presets() {
 }
 
 #[test]
-fn decode_gives_one_pattern_per_z_for_both_decoders() {
+fn decode_gives_one_pattern_per_z_for_every_decoder() {
     for cfg in decoders(&tiny(DecoderKind::Hierarchical)) {
-        let decoder = (cfg.decoder, cfg.bar_state);
         let (vae, _) = build(&cfg, 2);
         let patterns = vae.decode(&z(3, 8, 4), &DecodeOptions::default()).unwrap();
         assert_eq!(patterns.len(), 3);
