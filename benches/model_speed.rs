@@ -18,9 +18,17 @@
 //!
 //! Also: the fused layer's per-step recurrent products, general gemm against weights packed once.
 //!
+//! On a GPU (`--features cuda`, `-- gpu`, see `model_speed/gpu.rs`): training throughput of
+//! Candle's CUDA backend beside the PyTorch peer on the same GPU, and decode latency on the GPU
+//! beside the CPU's fast decoder.
+//!
 //! Run: `cargo bench --bench model_speed` (`-- --quick` for fewer repeats; `-- decode`,
-//! `-- train` or `-- recurrent` for one part). Threads: set `RAYON_NUM_THREADS` (gemm) and `CANDLE_NUM_THREADS`
+//! `-- train` or `-- recurrent` for one part; `-- gpu` for the GPU tables alone). Threads: set `RAYON_NUM_THREADS` (gemm) and `CANDLE_NUM_THREADS`
 //! (elementwise) before running; the defaults below follow candle-notes.md.
+
+// A crate root resolves modules beside itself (benches/), hence the path.
+#[path = "model_speed/gpu.rs"]
+mod gpu;
 
 use std::hint::black_box;
 use std::process::Command;
@@ -104,17 +112,25 @@ impl TrainRun {
     fn step(&mut self, x: &Tensor, step: u64) -> anyhow::Result<f64> {
         let batch = x.dim(0)?;
         let eps = rng::step_noise(1, step, (batch, self.config.latent), x.device())?;
+        // A GPU runs the ops asynchronously: the step is timed from an idle device until the
+        // device has finished its work (no-ops on the CPU).
+        x.device().synchronize()?;
         let start = Instant::now();
         let fwd = self.vae.forward(x, &eps)?;
         let loss = self.vae.loss(x, &fwd, self.config.beta)?;
         let grads = loss.total.backward()?;
         self.adam.step(&grads, 1e-3)?;
+        x.device().synchronize()?;
         Ok(start.elapsed().as_secs_f64())
     }
 }
 
-/// The peer script, `benches/pytorch_peer.py`.
-const PYTORCH_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_peer.py");
+/// The peer script: `benches/pytorch_peer.py` of the checkout this was built in, or
+/// `DRUMVAE_PYTORCH_PEER` (the GPU bundle runs the bench far from any checkout).
+fn pytorch_peer_script() -> String {
+    std::env::var("DRUMVAE_PYTORCH_PEER")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pytorch_peer.py").into())
+}
 
 /// The version of torch `python3` imports, or why there is none.
 fn torch_version() -> Result<String, String> {
@@ -136,17 +152,19 @@ fn major_minor(version: &str) -> String {
     version.split('.').take(2).collect::<Vec<_>>().join(".")
 }
 
-/// Runs `benches/pytorch_peer.py` on the CPU and returns the median examples/second it measured.
+/// Runs `benches/pytorch_peer.py` on `device` (`cpu` or `cuda`) and returns the median
+/// examples/second it measured.
 fn pytorch_peer(
     preset: &str,
     batch: usize,
     threads: usize,
     warmup: usize,
     repeats: usize,
+    device: &str,
 ) -> anyhow::Result<f64> {
     let out = Command::new("python3")
-        .arg(PYTORCH_PEER)
-        .args(["--preset", preset, "--device", "cpu"])
+        .arg(pytorch_peer_script())
+        .args(["--preset", preset, "--device", device])
         .args(["--batch", &batch.to_string()])
         .args(["--threads", &threads.to_string()])
         .args(["--warmup", &warmup.to_string()])
@@ -189,6 +207,13 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // `-- gpu` runs the GPU tables alone (they are never run by default: most machines have no
+    // GPU, and a CPU-only build has no CUDA).
+    if args.iter().any(|a| a == "gpu") {
+        // SAFETY: first thing in main, before any other thread exists.
+        unsafe { drumvae::model::device::configure_threads(None) };
+        return gpu::run(quick);
+    }
     let only = |part: &str| {
         !args
             .iter()
@@ -276,7 +301,7 @@ fn main() -> anyhow::Result<()> {
                 // (not with `-- fused`, which profiles our fused paths alone).
                 let pytorch = match &torch {
                     Ok(_) if skip_reference => None,
-                    Ok(_) => match pytorch_peer(name, batch, threads, 1, repeats) {
+                    Ok(_) => match pytorch_peer(name, batch, threads, 1, repeats, "cpu") {
                         Ok(rate) => Some(rate),
                         Err(e) => {
                             eprintln!("PyTorch peer failed for {name} at batch {batch}: {e:#}");

@@ -8,9 +8,17 @@
 //!   by default so that the CLI and `train` build with no system libraries), then the bundle sizes,
 //!   checked against [`bundle_size::LIMIT_BYTES`].
 //! - `check-targets`: type-checks the library, the plugin and the binaries for Windows and macOS.
+//! - `check-cuda [--release]`: builds the library, the binaries and the GPU tests with
+//!   `--features cuda` on a machine without CUDA (nvcc from PyPI, link stubs; see
+//!   [`cuda_toolkit`]).
+//! - `gpu-bundle [--out DIR]`: builds, on any Linux machine, the folder a GPU machine runs: the
+//!   cuda binaries, GPU tests and bench, and the `run.sh` that runs them there.
 //! - anything else goes to nice-plug's xtask unchanged.
 
 mod bundle_size;
+mod check_cuda;
+mod cuda_toolkit;
+mod gpu_bundle;
 mod setup;
 mod targets;
 
@@ -53,6 +61,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => setup::test(&repo_root(), &args[1..]),
         Some("check-targets") => targets::check_all(&repo_root(), &args[1..]),
+        Some("check-cuda") => check_cuda::check(&repo_root(), &args[1..]),
+        Some("gpu-bundle") => gpu_bundle::build(&repo_root(), &args[1..]),
         Some(cmd @ ("bundle" | "bundle-universal")) => {
             let mut args = args.clone();
             if !chooses_features(&args) {
