@@ -196,7 +196,13 @@ fn a_checkpoint_from_before_a_new_config_option_resumes() {
     let path = dir.path().join(trainer::CHECKPOINT_FILE);
     let mut ck = Checkpoint::load(&path, &Device::Cpu).unwrap();
     let mut config: serde_json::Value = serde_json::from_str(&ck.extra["config"]).unwrap();
-    assert!(config.as_object_mut().unwrap().remove("bar_state").is_some());
+    assert!(
+        config
+            .as_object_mut()
+            .unwrap()
+            .remove("bar_state")
+            .is_some()
+    );
     ck.extra.insert("config".into(), config.to_string());
     ck.save(&path).unwrap();
     let resumed = run(&settings(None), train, val, dir.path(), true).unwrap();
