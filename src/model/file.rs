@@ -257,11 +257,18 @@ fn check_header(head: &[u8]) -> Result<(), ModelError> {
     if !header.is_object() {
         return Ok(());
     }
-    match header
-        .get("__metadata__")
-        .and_then(|m| m.get(FORMAT_KEY))
-        .and_then(|f| f.as_str())
-    {
+    check_format(
+        header
+            .get("__metadata__")
+            .and_then(|m| m.get(FORMAT_KEY))
+            .and_then(|f| f.as_str()),
+    )
+}
+
+/// The one rule for a file's `format` value, shared by the header pre-check and [`load_bytes`]:
+/// absent means not ours, and only [`READABLE_FORMATS`] are read.
+fn check_format(found: Option<&str>) -> Result<(), ModelError> {
+    match found {
         None => Err(ModelError::NotDrumvae),
         Some(f) if !READABLE_FORMATS.contains(&f) => Err(ModelError::UnsupportedFormat {
             found: f.to_string(),
@@ -277,13 +284,7 @@ pub fn load_bytes(bytes: &[u8], device: &Device) -> Result<(Vae, ModelInfo), Mod
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| container_error(bytes, e))?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| container_error(bytes, e))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    match metadata.get(FORMAT_KEY) {
-        None => return Err(ModelError::NotDrumvae),
-        Some(f) if !READABLE_FORMATS.contains(&f.as_str()) => {
-            return Err(ModelError::UnsupportedFormat { found: f.clone() });
-        }
-        Some(_) => {}
-    }
+    check_format(metadata.get(FORMAT_KEY).map(String::as_str))?;
     let json = metadata.get(CONFIG_KEY).ok_or(ModelError::MissingConfig)?;
     let config: Config = serde_json::from_str(json).map_err(|e| ModelError::BadConfig {
         reason: e.to_string(),

@@ -854,15 +854,20 @@ impl FastDecoder {
                 // Every bar's embedding and starting point first (the conductor does not see the
                 // notes), so that the bar decoder's weights then stream for 64 steps in a row
                 // instead of being pushed out of the cache by the conductor's at every bar.
-                for bar_start in &mut work.bars {
+                // A bar that continues from the last one's state needs only its embedding's bias,
+                // not a starting state.
+                let restarts = |u: usize| u == 0 || !carry;
+                for (u, bar_start) in work.bars.iter_mut().enumerate() {
                     cs.step(conductor, k, &[]);
                     let c_u = cs.top();
-                    bar_init.apply(k, c_u, &mut bar_start.init);
-                    k.tanh(&mut bar_start.init[..bar_init.outputs()]);
+                    if restarts(u) {
+                        bar_init.apply(k, c_u, &mut bar_start.init);
+                        k.tanh(&mut bar_start.init[..bar_init.outputs()]);
+                    }
                     bar.condition(k, c_u, &mut bar_start.bias0);
                 }
                 for (u, bar_start) in work.bars.iter().enumerate() {
-                    if u == 0 || !carry {
+                    if restarts(u) {
                         notes.state.start(bar, &bar_start.init, &bar_start.bias0);
                     } else {
                         notes.state.steer(&bar_start.bias0);
