@@ -35,6 +35,8 @@ const TEMPO: f64 = 120.0;
 const BLOCKS: [u32; 2] = [256, 1024];
 /// Playing without automation first: the worker's polling, subtracted before estimating decodes.
 const IDLE_SECONDS: f64 = 2.0;
+/// How long an activated instance may take to play its first pattern (model load, first decode).
+const FIRST_PATTERN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One plugin binary under automation.
 struct Measured {
@@ -140,26 +142,6 @@ fn play(
     (cpu(before, at_automation), cpu(at_automation, end))
 }
 
-/// Waits (at most a minute) until the instance's first pattern plays: a stopped block, then one
-/// pass of the pattern from beat 0, until a note comes.
-fn wait_for_first_pattern(audio: &mut host::AudioThread) {
-    let began = Instant::now();
-    let stopped = || Block::with_transport(64, TransportInfo::stopped(TEMPO, 0.0));
-    loop {
-        let mut blocks = vec![stopped()];
-        blocks.extend(host::playing_blocks(94, 4096, RATE, TEMPO, 0.0));
-        if audio.run(blocks).iter().flatten().any(|n| n.on) {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "no first pattern"
-        );
-        audio.idle(Duration::from_millis(10));
-    }
-    audio.run(vec![stopped()]);
-}
-
 fn through_clap(path: &Path, block: u32, seconds: f64) -> Measured {
     let mut plugin = PluginUnderTest::load(path).unwrap_or_else(|e| panic!("{e}"));
     let ids = ["Morph X", "Morph Y", "Temperature", "Density", "Seed"]
@@ -167,7 +149,7 @@ fn through_clap(path: &Path, block: u32, seconds: f64) -> Measured {
     let began = Instant::now();
     let mut audio = plugin.activate(RATE, 4096);
     let activation = began.elapsed();
-    wait_for_first_pattern(&mut audio);
+    audio.wait_for_first_pattern(FIRST_PATTERN_WAIT);
     // Half a second to settle, then the idle part, then the automated part.
     let (idle, automated) = play(
         &mut audio,

@@ -36,6 +36,8 @@ use std::time::{Duration, Instant};
 
 const RATE: f64 = 48_000.0;
 const BLOCK: u32 = 512;
+/// How long an activated instance may take to play its first pattern (model load, first decode).
+const FIRST_PATTERN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn process_core(c: &mut Criterion) {
     let params = Arc::new(DrumVaeParams::default());
@@ -84,7 +86,7 @@ fn process_core(c: &mut Criterion) {
 fn process_clap(c: &mut Criterion) {
     let mut plugin = host::PluginUnderTest::load(&host::plugin_library_path()).unwrap();
     let mut audio = plugin.activate(RATE, BLOCK);
-    wait_for_first_pattern(&mut audio);
+    audio.wait_for_first_pattern(FIRST_PATTERN_WAIT);
     let batch = 1_000u64;
     let mut start_beat = 0.0;
     c.bench_function("process/clap_512", |b| {
@@ -169,27 +171,6 @@ fn worker(c: &mut Criterion) {
     group.finish();
 }
 
-/// Waits until an activated instance plays (activation does not wait for the model): passes of the
-/// pattern from beat 0, each after a stopped block, until a note comes.
-fn wait_for_first_pattern(audio: &mut host::AudioThread) {
-    let began = Instant::now();
-    let stopped = || host::Block::with_transport(64, host::TransportInfo::stopped(120.0, 0.0));
-    let pass = (16.0 * 60.0 / 120.0 * RATE / f64::from(BLOCK)).ceil() as usize;
-    loop {
-        let mut blocks = vec![stopped()];
-        blocks.extend(host::playing_blocks(pass, BLOCK, RATE, 120.0, 0.0));
-        if audio.run(blocks).iter().flatten().any(|n| n.on) {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(60),
-            "no first pattern"
-        );
-        audio.idle(Duration::from_millis(10));
-    }
-    audio.run(vec![stopped()]);
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -208,7 +189,7 @@ fn memory() {
     let mut first = host::PluginUnderTest::load(&host::plugin_library_path()).unwrap();
     let loaded = rss_kib();
     let mut audio = first.activate(RATE, BLOCK);
-    wait_for_first_pattern(&mut audio);
+    audio.wait_for_first_pattern(FIRST_PATTERN_WAIT);
     let active = rss_kib();
     let mut others = Vec::new();
     for _ in 0..3 {
@@ -216,7 +197,7 @@ fn memory() {
     }
     let mut threads: Vec<_> = others.iter_mut().map(|p| p.activate(RATE, BLOCK)).collect();
     for t in &mut threads {
-        wait_for_first_pattern(t);
+        t.wait_for_first_pattern(FIRST_PATTERN_WAIT);
     }
     let four = rss_kib();
     println!("plugin memory (resident, this process):");

@@ -20,7 +20,7 @@
 //! - **Activation.** 20 instances activated in a row each return at once, without waiting for
 //!   their models, and each plays its own pattern exactly once its worker is ready. (Activation
 //!   never waits for the model, so every test here first lets the first pattern arrive:
-//!   [`wait_for_first_pattern`].)
+//!   [`AudioThread::wait_for_first_pattern`].)
 //! - **State.** A saved state restores bit-identical output in a fresh instance; an edited state
 //!   (another corner) loads and plays that corner; garbage and truncated states are refused and
 //!   change nothing; a state naming a missing model file still plays the embedded model.
@@ -518,37 +518,8 @@ const FIRST_PATTERN_WAIT: Duration = Duration::from_secs(120);
 /// Activates `plugin` (blocks of up to 4096 frames) and waits until its first pattern plays.
 fn activate_ready(plugin: &mut PluginUnderTest, rate: f64) -> AudioThread<'_> {
     let mut audio = plugin.activate(rate, 4096);
-    wait_for_first_pattern(&mut audio, rate);
+    audio.wait_for_first_pattern(FIRST_PATTERN_WAIT);
     audio
-}
-
-/// Waits until the worker's first pattern plays, and returns how long that took. Activation does
-/// not wait for the model (the sequencer plays silence until the worker publishes), and this host
-/// runs faster than real time, so a test that compares notes with a pattern first lets the
-/// pattern arrive: the host plays scratch passes (a stopped block, which hands a published
-/// pattern to the sequencer at once, then the 16 beats of a pattern from beat 0) until a note-on
-/// comes, then a stopped block, which ends every note. The test's own timeline then starts from
-/// stopped with the pattern in place, as the sessions of a host that waited would. The scratch
-/// notes are not part of any test's log.
-fn wait_for_first_pattern(audio: &mut AudioThread, rate: f64) -> Duration {
-    let began = std::time::Instant::now();
-    let frames = audio.max_frames().min(4096);
-    let stopped = || Block::with_transport(64, TransportInfo::stopped(120.0, 0.0));
-    let pass = (16.0 * samples_per_beat(120.0, rate) / f64::from(frames)).ceil() as usize;
-    loop {
-        let mut blocks = vec![stopped()];
-        blocks.extend(host::playing_blocks(pass, frames, rate, 120.0, 0.0));
-        if audio.run(blocks).iter().flatten().any(|n| n.on) {
-            break;
-        }
-        assert!(
-            began.elapsed() < FIRST_PATTERN_WAIT,
-            "no pattern played within {FIRST_PATTERN_WAIT:?} of activation"
-        );
-        audio.idle(Duration::from_millis(20));
-    }
-    audio.run(vec![stopped()]);
-    began.elapsed()
 }
 
 /// Activates `plugin`, plays `blocks` (one stopped block is appended so every note ends), stops,
@@ -1838,7 +1809,7 @@ fn twenty_instances_activated_in_a_row_return_at_once_and_each_then_plays_its_pa
 
     let mut waits = Vec::new();
     for (i, mut audio) in audios.into_iter().enumerate() {
-        waits.push(wait_for_first_pattern(&mut audio, rate));
+        waits.push(audio.wait_for_first_pattern(FIRST_PATTERN_WAIT));
         let mut timeline = Timeline::new(rate);
         let mut session = Session::new(audio);
         timeline.start(120.0, 0.0);

@@ -1619,6 +1619,34 @@ impl AudioThread<'_> {
         self.max_frames
     }
 
+    /// Activation never waits for the model, so a test or bench first lets the first pattern
+    /// arrive: the host plays scratch passes (a stopped block, which hands a published pattern to
+    /// the sequencer at once, then the 16 beats of a pattern from beat 0 at 120 BPM) until a
+    /// note-on comes, then a stopped block, which ends every note. The caller's own timeline then
+    /// starts from stopped with the pattern in place, as the sessions of a host that waited would.
+    /// Panics if no note comes within `limit`; returns how long it took.
+    pub fn wait_for_first_pattern(&mut self, limit: Duration) -> Duration {
+        let began = Instant::now();
+        let frames = self.max_frames().min(4096);
+        let rate = self.sample_rate();
+        let stopped = || Block::with_transport(64, TransportInfo::stopped(120.0, 0.0));
+        let pass = (16.0 * 60.0 / 120.0 * rate / f64::from(frames)).ceil() as usize;
+        loop {
+            let mut blocks = vec![stopped()];
+            blocks.extend(playing_blocks(pass, frames, rate, 120.0, 0.0));
+            if self.run(blocks).iter().flatten().any(|n| n.on) {
+                break;
+            }
+            assert!(
+                began.elapsed() < limit,
+                "no pattern played within {limit:?} of activation"
+            );
+            self.idle(Duration::from_millis(20));
+        }
+        self.run(vec![stopped()]);
+        began.elapsed()
+    }
+
     /// Blocks processed since activation (`steady_time` is the running sample count).
     pub fn blocks_processed(&self) -> u64 {
         self.blocks_processed
