@@ -147,6 +147,18 @@ fn torch_version() -> Result<String, String> {
     }
 }
 
+/// The PyTorch column's label for [`torch_version`]'s answer; says why the column stays empty when
+/// there is no torch.
+fn torch_label(torch: &Result<String, String>) -> String {
+    match torch {
+        Ok(version) => format!("torch {}", major_minor(version)),
+        Err(why) => {
+            println!("PyTorch peer: {why}; column left empty");
+            "no torch".to_string()
+        }
+    }
+}
+
 /// `2.5` of `2.5.1+cpu`.
 fn major_minor(version: &str) -> String {
     version.split('.').take(2).collect::<Vec<_>>().join(".")
@@ -237,13 +249,7 @@ fn main() -> anyhow::Result<()> {
         // The matrix-product threads our kernels use (what gemm is given); the peer gets as many.
         let threads = candle_core::utils::get_num_threads();
         let torch = torch_version();
-        let torch_label = match &torch {
-            Ok(version) => format!("torch {}", major_minor(version)),
-            Err(why) => {
-                println!("PyTorch peer: {why}; column left empty");
-                "no torch".to_string()
-            }
-        };
+        let torch_label = torch_label(&torch);
         // The arithmetic ceilings of this machine, measured now on as many threads.
         let ceiling = ceilings(threads);
         let bf16 = ceiling.bf16.is_some();

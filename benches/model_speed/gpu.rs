@@ -25,7 +25,7 @@ use drumvae::model::{Config, Vae, init::seeded_var_builder, load_bytes, to_bytes
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{TrainRun, major_minor, median, pytorch_peer, time_ms, torch_version};
+use super::{TrainRun, median, pytorch_peer, time_ms, torch_label, torch_version};
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
     let cuda = Device::new_cuda(0).map_err(|e| {
@@ -60,13 +60,7 @@ fn training(cuda: &Device, quick: bool) -> anyhow::Result<()> {
     let warmup = 2;
     let threads = candle_core::utils::get_num_threads();
     let torch = torch_version();
-    let torch_label = match &torch {
-        Ok(version) => format!("torch {}", major_minor(version)),
-        Err(why) => {
-            println!("PyTorch peer: {why}; column left empty");
-            "no torch".to_string()
-        }
-    };
+    let torch_label = torch_label(&torch);
     println!(
         "| preset | batch | Candle CUDA ex/s | Candle ms/step | PyTorch CUDA ex/s (cuDNN, {torch_label}) | PyTorch ms/step | Candle / PyTorch |"
     );
